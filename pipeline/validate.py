@@ -1,0 +1,90 @@
+"""Schema validation of ALTO, PAGE and METS with the XSDs shipped in ``pipeline/schemas``.
+
+Schemas are chosen from the root namespace, loaded once and reused. Checks libxml2 skips
+(ALTO ``TAGREFS`` and METS ``FILEID`` references) are done here too, so one call says
+everything that is wrong with a file.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from pathlib import Path
+from typing import IO
+
+from lxml import etree
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
+PAGE2019_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
+PAGE2013_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
+METS_NS = "http://www.loc.gov/METS/"
+
+#: root namespace -> XSD files that a document in it must pass (ALTO: declared 4.2 and latest 4.4)
+SCHEMAS: dict[str, tuple[str, ...]] = {
+    ALTO_NS: ("alto/alto-4-2.xsd", "alto/alto-4-4.xsd"),
+    PAGE2019_NS: ("page/2019-07-15/pagecontent.xsd",),
+    PAGE2013_NS: ("page/2013-07-15/pagecontent.xsd",),
+    METS_NS: ("mets/mets.xsd",),
+}
+
+_lock = threading.Lock()
+
+# Secure parser for anything that is read back: no entities, no DTD, no network.
+PARSER_OPTIONS = dict(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False)
+
+
+def parser() -> etree.XMLParser:
+    """A parser that never resolves entities, loads DTDs or touches the network."""
+    return etree.XMLParser(**PARSER_OPTIONS)
+
+
+@cache
+def schema(relpath: str) -> etree.XMLSchema:
+    """The XSD at ``pipeline/schemas/<relpath>``, parsed once."""
+    return etree.XMLSchema(etree.parse(str(SCHEMA_DIR / relpath)))
+
+
+def validate_tree(tree: etree._ElementTree) -> list[str]:
+    """Errors of a parsed document, as ``"line N: message"`` strings; empty when valid."""
+    root = tree.getroot()
+    ns = etree.QName(root).namespace or ""
+    if ns not in SCHEMAS:
+        return [f"line {root.sourceline}: unknown root element {root.tag}"]
+    errors: list[str] = []
+    for rel in SCHEMAS[ns]:
+        with _lock:  # XMLSchema objects are not safe to share between threads
+            xsd = schema(rel)
+            if not xsd.validate(tree):
+                errors += [f"line {e.line}: {e.message} ({Path(rel).name})" for e in xsd.error_log]
+    errors += _reference_errors(root, ns)
+    return errors
+
+
+def validate(source: str | Path | IO[bytes]) -> list[str]:
+    """Parse ``source`` and return its schema and reference errors (empty when valid)."""
+    try:
+        tree = etree.parse(source if not isinstance(source, Path) else str(source), parser())
+    except etree.XMLSyntaxError as exc:
+        return [f"line {exc.lineno}: not well-formed: {exc.msg}"]
+    return validate_tree(tree)
+
+
+def _reference_errors(root: etree._Element, ns: str) -> list[str]:
+    if ns == ALTO_NS:
+        ids = set(root.xpath("//a:Tags/*/@ID", namespaces={"a": ALTO_NS}))
+        return [
+            f"line {el.sourceline}: TAGREFS {ref!r} names no OtherTag"
+            for el in root.xpath("//*[@TAGREFS]")
+            for ref in el.get("TAGREFS").split()
+            if ref not in ids
+        ]
+    if ns == METS_NS:
+        ids = set(root.xpath("//m:file/@ID", namespaces={"m": METS_NS}))
+        return [
+            f"line {el.sourceline}: FILEID {el.get('FILEID')!r} names no file"
+            for el in root.xpath("//m:fptr", namespaces={"m": METS_NS})
+            if el.get("FILEID") not in ids
+        ]
+    return []
