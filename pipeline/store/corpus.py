@@ -1,0 +1,216 @@
+"""``Corpus``: one SQLite corpus file, read lazily and asynchronously, written in transactions.
+
+A file is checked read-only before anything may write to it, so a wrong file (not SQLite,
+another application's database, another schema version) is reported and left untouched.
+All statements go through one connection guarded by a lock and run in worker threads, so the
+event loop never blocks on SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import anyio.to_thread
+
+from pipeline.errors import CorpusError, UsageError
+from pipeline.model import Document, Part
+from pipeline.store import reader
+from pipeline.store.schema import DDL, SCHEMA_VERSION, SQLITE_MAGIC
+from pipeline.store.writer import CorpusWriter
+
+T = TypeVar("T")
+
+#: documents listed per statement when iterating the whole corpus
+DOCUMENT_PAGE = 64
+
+
+def default_media_root(path: Path) -> str:
+    """``X.media`` next to ``X.sqlite``: the media folder name stored in a new corpus."""
+    return f"{path.stem}.media"
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.absolute().as_uri()}?mode=ro"
+
+
+def _inspect(path: Path) -> int:
+    """Check an existing non-empty file without writing to it; returns its number of documents."""
+    with path.open("rb") as handle:
+        if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
+            raise CorpusError(f"{path}: not an SQLite database, so not a corpus file")
+    try:
+        with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True)) as conn:
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pipeline_meta'"
+            ).fetchone()
+            if not has_meta:
+                raise CorpusError(f"{path}: an SQLite database but not a corpus (no pipeline_meta table)")
+            row = conn.execute("SELECT value FROM pipeline_meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                raise CorpusError(f"{path}: not a corpus (pipeline_meta has no schema_version)")
+            if row[0] != str(SCHEMA_VERSION):
+                raise CorpusError(
+                    f"{path}: corpus schema version {row[0]}, this program reads version {SCHEMA_VERSION}"
+                )
+            return conn.execute("SELECT COUNT(*) FROM core_document").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise CorpusError(f"{path}: unreadable corpus file ({exc})") from exc
+
+
+def _initialise(path: Path) -> None:
+    """Create the schema in a new or empty file, in one transaction."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("BEGIN")
+            for statement in DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO pipeline_meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("media_root", default_media_root(path))],
+            )
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise CorpusError(f"{path}: cannot create corpus ({exc})") from exc
+
+
+class Corpus:
+    """An open corpus file. Use ``Corpus.open``; close it, or use it as a context manager."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, media_root: Path) -> None:
+        self.path = path
+        self.connection = connection
+        self.media_root = media_root
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False, readonly: bool = False) -> Corpus:
+        """Open a corpus; ``create=True`` makes a new one (or reuses an empty file or empty corpus).
+
+        Raises CorpusError, leaving the file untouched, when it is missing (without ``create``),
+        not SQLite, not a corpus, of another schema version, or (with ``create``) already has documents.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise CorpusError(f"{path}: a folder, not a corpus file")
+        if not path.exists() or path.stat().st_size == 0:
+            if not create:
+                state = "no such corpus file" if not path.exists() else "empty file, not a corpus"
+                raise CorpusError(f"{path}: {state}")
+            _initialise(path)
+        else:
+            documents = _inspect(path)
+            if create and documents:
+                raise CorpusError(f"{path}: already exists and holds {documents} documents")
+        try:
+            target, uri = (_read_only_uri(path), True) if readonly else (str(path), False)
+            conn = sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA foreign_keys = ON")
+            (media,) = conn.execute("SELECT value FROM pipeline_meta WHERE key = 'media_root'").fetchone()
+        except (sqlite3.Error, TypeError) as exc:
+            raise CorpusError(f"{path}: cannot open corpus ({exc})") from exc
+        return cls(path, conn, (path.parent / media).resolve())
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Corpus:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _locked(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            return fn(*args)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in a worker thread, one statement batch at a time on the connection."""
+        return await anyio.to_thread.run_sync(self._locked, fn, *args)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def documents(self, refs: Sequence[str | int] | None = None) -> AsyncIterator[Document]:
+        """All documents by id, or those named by id or exact name (UsageError for a ref matching none)."""
+        if refs:
+            for doc_id in await self._run(reader.resolve_documents, self.connection, refs, self.path):
+                yield await self._run(reader.load_document, self.connection, doc_id)
+            return
+        after = 0
+        while page := await self._run(reader.document_ids_after, self.connection, after, DOCUMENT_PAGE):
+            for doc_id in page:
+                yield await self._run(reader.load_document, self.connection, doc_id)
+            after = page[-1]
+
+    async def document(self, ref: str | int) -> Document:
+        """One document by id or exact name; UsageError if unknown or if the name is ambiguous."""
+        doc_id = await self._run(reader.find_document, self.connection, ref, self.path)
+        return await self._run(reader.load_document, self.connection, doc_id)
+
+    async def part_ids(self, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
+        """The ids of the parts at 1-based page numbers (CLI ``--parts 1-10``), in part order."""
+        return await self._run(reader.ids_at_pages, self.connection, document, pages)
+
+    async def parts(
+        self,
+        document: Document,
+        layer: str = "manual",
+        part_ids: Sequence[int] | None = None,
+        *,
+        annotations: bool = True,
+    ) -> AsyncIterator[Part]:
+        """The document's parts in ``order`` (all, or ``part_ids`` in any order), each complete in ``layer``.
+
+        Rows are fetched a page at a time and each part costs a constant number of statements, so
+        memory and time per part stay flat. Raises UsageError for an unknown or archived layer
+        (listing the available ones) or part ids not in the document, before yielding anything.
+        """
+        chosen = document.layer(layer)
+        if chosen is None:
+            available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
+            state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
+            where = f"document {document.id} ({document.name!r})"
+            raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
+        query = reader.PartQuery(document, chosen, annotations)
+        parts = await self._run(reader.PartReader, self.connection, query, self.media_root)
+        if part_ids:
+            ordered = await self._run(parts.check_part_ids, part_ids)
+            for start in range(0, len(ordered), reader.PART_PAGE):
+                for row in await self._run(parts.page_of, ordered[start : start + reader.PART_PAGE]):
+                    yield await self._run(parts.build, row)
+            return
+        after: tuple[int, int] | None = None
+        while rows := await self._run(parts.page_after, after):
+            for row in rows:
+                yield await self._run(parts.build, row)
+            after = (rows[-1][2], rows[-1][0])
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[CorpusWriter]:
+        """``with corpus.transaction() as w:``: all of ``w``'s inserts commit together, or none do.
+
+        The block holds the connection's lock: don't await this corpus's readers inside it.
+        """
+        with self._lock:
+            self.connection.execute("BEGIN")
+            try:
+                yield CorpusWriter(self.connection)
+            except BaseException:
+                self.connection.execute("ROLLBACK")
+                raise
+            try:
+                self.connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.connection.execute("ROLLBACK")
+                raise CorpusError(f"{self.path}: cannot write corpus ({exc})") from exc
