@@ -1,0 +1,161 @@
+"""Shared helpers of the XML writers: the one place for numbers, points, IDs and text cleaning.
+
+Everything here is locale-independent (``str``/``%`` formatting never consult the locale) and
+tuned for the per-line hot path: the common case (integer coordinates, ASCII ids, clean text)
+is handled by C-level string operations, the rare case falls back to per-value Python code.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from lxml import etree
+
+from pipeline.model import Polygon
+
+log = logging.getLogger("pipeline")
+
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+
+#: the XML declaration written by hand: lxml's own uses single quotes
+DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+DECLARATION_STANDALONE = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+
+#: the timestamp written when a part has none: fixed, so output never depends on the clock
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- numbers -------------------------------------------------------------------------------------
+
+
+def num(value: float) -> str:
+    """``%g``-style number (spec 3.1): integral values without a point, others 6 significant digits."""
+    if type(value) is int:
+        return str(value)
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def conf(value: float) -> str:
+    """A confidence clamped to [0, 1], shortest round-trip form (``0.0`` stays, defect 5)."""
+    return repr(min(1.0, max(0.0, float(value))))
+
+
+def alto_points(points: Polygon) -> str:
+    """``x y x y …`` with :func:`num` formatting."""
+    text = " ".join(map("%s %s".__mod__, points))
+    if "." in text or "e" in text or "n" in text:  # floats present: format each value
+        text = " ".join([f"{num(x)} {num(y)}" for x, y in points])
+    return text
+
+
+def page_points(points: Polygon | None) -> str | None:
+    """``x,y x,y …`` truncated toward zero and clamped at 0 (PAGE defect 3); None if < 2 points."""
+    if not points or len(points) < 2:
+        return None
+    text = " ".join(map("%s,%s".__mod__, points))
+    if "." in text or "e" in text or "n" in text or "-" in text:
+        text = " ".join([f"{max(0, int(x))},{max(0, int(y))}" for x, y in points])
+    return text
+
+
+def rect_points(x0: float, y0: float, x1: float, y1: float) -> str:
+    """PAGE points of an axis-aligned rectangle, clockwise from the top-left corner."""
+    a, b, c, d = (max(0, int(v)) for v in (x0, y0, x1, y1))
+    return f"{a},{b} {c},{b} {c},{d} {a},{d}"
+
+
+def timestamp(value: datetime | None) -> str:
+    """ISO 8601 with offset (naive values are taken as UTC); microseconds only if non-zero."""
+    value = value or EPOCH
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+# --- text ------------------------------------------------------------------------------------------
+
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean(text: str, what: str, ident: object) -> str:
+    """``text`` without XML 1.0-forbidden characters (defect 8), with a warning naming its owner."""
+    if _FORBIDDEN.search(text) is None:
+        return text
+    cleaned, count = _FORBIDDEN.subn("", text)
+    log.warning("%s %s: dropped %d character(s) not allowed in XML", what, ident, count)
+    return cleaned
+
+
+# --- IDs -------------------------------------------------------------------------------------------
+
+_ASCII_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_UNICODE_CANDIDATE = re.compile(r"[^\W\d][\w.\-\u00b7\u0300-\u036f\u203f\u2040]*")
+_NCNAME_XSD = (
+    b'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">'
+    b'<xs:element name="n" type="xs:NCName"/></xs:schema>'
+)
+_local = threading.local()
+
+
+@lru_cache(maxsize=4096)
+def _libxml2_ncname(value: str) -> bool:
+    """libxml2 checks xs:ID against the older XML 1.0 4th-edition name tables: ask it directly."""
+    xsd = getattr(_local, "xsd", None)
+    if xsd is None:  # XMLSchema objects must not be shared between threads
+        xsd = _local.xsd = etree.XMLSchema(etree.fromstring(_NCNAME_XSD))
+    el = etree.Element("n")
+    el.text = value
+    return xsd.validate(el)
+
+
+def is_ncname(value: str) -> bool:
+    """True if ``value`` is an ``xs:ID`` every validator accepts."""
+    if value.isascii():
+        return _ASCII_NCNAME.fullmatch(value) is not None
+    return _UNICODE_CANDIDATE.fullmatch(value) is not None and _libxml2_ncname(value)
+
+
+class Ids:
+    """Unique ``xs:ID`` values of one file (defect 1): keep a valid unused id, else a fallback."""
+
+    __slots__ = ("_used",)
+
+    def __init__(self, reserved: Iterable[str] = ()) -> None:
+        self._used = set(reserved)
+
+    def take(self, wanted: str | None, fallback: str) -> str:
+        """``wanted`` if it is a valid, unused NCName, else ``fallback``, ``fallback_2``, …"""
+        used = self._used
+        if wanted and wanted not in used and is_ncname(wanted):
+            used.add(wanted)
+            return wanted
+        candidate, n = fallback, 2
+        while candidate in used:
+            candidate, n = f"{fallback}_{n}", n + 1
+        used.add(candidate)
+        return candidate
+
+
+# --- streaming -----------------------------------------------------------------------------------
+
+
+class Chunks:
+    """File-like target for ``etree.xmlfile`` that lets a generator hand out what was written."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, first: bytes = b"") -> None:
+        self._parts: list[bytes] = [first] if first else []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def take(self) -> bytes:
+        """Everything written since the last call (``b""`` if nothing)."""
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
