@@ -1,0 +1,189 @@
+"""The archive sink: the only module that knows zipstream-ng.
+
+Entries go in, in order; bytes come out to an :class:`Output`. XML is deflated, images are
+stored (they are compressed already); zip64 extensions apply by themselves. Outputs are atomic:
+a file is written under a hidden temporary name next to its final name and only renamed when
+complete, so a failed or killed export never leaves a file at the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import zipstream.ng
+from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
+
+EntryKind = Literal["xml", "image", "data"]
+
+#: compression per entry kind: text compresses well, images do not
+COMPRESSION: dict[EntryKind, int] = {"xml": ZIP_DEFLATED, "data": ZIP_DEFLATED, "image": ZIP_STORED}
+DEFLATE_LEVEL = 6
+TEMP_PREFIX = ".pipeline-partial-"
+CHUNK = 1 << 16
+
+
+#: 1980-01-01, the earliest zip timestamp: used when the data has no time of its own
+EPOCH = (1980, 1, 1, 0, 0, 0)
+_entry_time = threading.local()
+
+
+class _DataTimedInfo(zipstream.ng.ZipStreamInfo):
+    """Entry header whose time comes from the data (set per entry by :class:`ZipSink`).
+
+    zipstream-ng stamps entries with the clock; reproducible archives need the data's time.
+    """
+
+    def __init__(self, filename: str, date_time: tuple[int, ...] | None = None) -> None:
+        super().__init__(filename, date_time or getattr(_entry_time, "value", None))
+
+
+zipstream.ng.ZipStreamInfo = _DataTimedInfo  # type: ignore[misc]
+
+
+def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
+    """A zip entry time (local fields of ``when``, seconds even) or :data:`EPOCH`."""
+    if when is None:
+        return EPOCH
+    return max(EPOCH, (when.year, when.month, when.day, when.hour, when.minute, when.second))
+
+
+class Output:
+    """A byte sink with a running size and sha256; atomic when it is a file.
+
+    ``commit()`` publishes the file under its final name; ``abort()`` (or leaving the ``with``
+    block on an exception) removes the temporary file. With ``overwrite=False`` an existing
+    final name is never replaced: ``commit`` picks ``name_2``, ``name_3``... instead.
+    """
+
+    def __init__(self, path: Path | None, *, overwrite: bool = True) -> None:
+        self.final_path = path
+        self.overwrite = overwrite
+        self.size = 0
+        self._sha = hashlib.sha256()
+        self._tmp: Path | None = None
+        self._fh: BinaryIO
+        if path is None:
+            self._fh = sys.stdout.buffer
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
+            self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/abort
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data)
+        self._sha.update(data)
+        self.size += len(data)
+
+    def commit(self) -> Path | None:
+        """Flush, sync and move the file to its final name; return that name."""
+        if self._tmp is None:
+            self._fh.flush()
+            return None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        assert self.final_path is not None
+        if self.overwrite:
+            os.replace(self._tmp, self.final_path)
+        else:
+            self.final_path = _link_unique(self._tmp, self.final_path)
+            self._tmp.unlink()
+        self._tmp = None
+        return self.final_path
+
+    def abort(self) -> None:
+        """Drop the temporary file; nothing appears at the final name."""
+        if self._tmp is not None:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def _link_unique(tmp: Path, final: Path) -> Path:
+    """Hard-link ``tmp`` to ``final`` or the first free ``final_N``: atomic and never clobbering."""
+    candidate, n = final, 1
+    while True:
+        try:
+            os.link(tmp, candidate)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = final.with_name(f"{final.stem}_{n}{final.suffix}")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    name: str
+    kind: EntryKind
+
+
+class ZipSink:
+    """Streams entries into a zip, in the order they are added.
+
+    ``add`` queues an entry (a file path, or an iterable of byte chunks consumed lazily);
+    ``flush`` encodes everything queued into the output, and ``close`` writes the central
+    directory. Between flushes only the queued entries' iterators are held, never their data.
+    Entry times come from the data (``when``), so the same data gives the same bytes.
+    """
+
+    def __init__(self, out: Output, *, deflate_level: int = DEFLATE_LEVEL) -> None:
+        self._zs = ZipStream(compress_type=ZIP_STORED)
+        self._level = deflate_level
+        self._out = out
+        self._times: deque[tuple[int, ...]] = deque()
+        self.entries: list[EntryInfo] = []
+
+    def add(
+        self, name: str, data: Path | Iterable[bytes] | bytes, kind: EntryKind, when: datetime | None = None
+    ) -> None:
+        compress = COMPRESSION[kind]
+        level = self._level if compress == ZIP_DEFLATED else None
+        if isinstance(data, Path):
+            data, size = iter_file(data), data.stat().st_size
+        else:
+            size = None
+        self._zs.add(data, name, size=size, compress_type=compress, compress_level=level)
+        self._times.append(zip_time(when))
+        self.entries.append(EntryInfo(name, kind))
+
+    def flush(self) -> None:
+        """Encode and write every queued entry (blocking: run it in a worker thread)."""
+        write = self._out.write
+        while self._times:
+            _entry_time.value = self._times.popleft()
+            for chunk in self._zs.file():
+                write(chunk)
+
+    def close(self) -> None:
+        self.flush()
+        for chunk in self._zs.footer():
+            self._out.write(chunk)
+
+
+def iter_file(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
+    """Read a file lazily in chunks."""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            yield block
+

@@ -1,0 +1,148 @@
+"""The registry of exports: eScriptorium's "Files" tab with permanent ids, sizes and checksums.
+
+Every export is recorded when it starts (status ``running``) and updated when it ends
+(``complete`` or ``failed``), so an export killed midway is visible and never marked complete.
+The registry is a table in an SQLite file (the corpus file by default).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import PipelineError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pipeline_export (
+    id TEXT PRIMARY KEY,
+    document_id INTEGER,
+    document_name TEXT NOT NULL,
+    format TEXT NOT NULL,
+    layer TEXT,
+    options TEXT NOT NULL,
+    path TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    part_count INTEGER,
+    fingerprint TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed')),
+    error TEXT,
+    report TEXT
+);
+CREATE INDEX IF NOT EXISTS pipeline_export_started ON pipeline_export (started_at);
+CREATE INDEX IF NOT EXISTS pipeline_export_doc ON pipeline_export (document_id, format, status);
+"""
+
+COLUMNS = (
+    "id", "document_id", "document_name", "format", "layer", "options", "path", "size", "sha256",
+    "part_count", "fingerprint", "started_at", "finished_at", "status", "error", "report",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRecord:
+    id: str
+    document_id: int | None
+    document_name: str
+    format: str
+    layer: str | None
+    options: dict[str, Any]
+    path: str | None
+    size: int | None
+    sha256: str | None
+    part_count: int | None
+    fingerprint: str | None
+    started_at: str
+    finished_at: str | None
+    status: str
+    error: str | None
+    report: list[dict[str, Any]] | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> ExportRecord:
+        data = dict(zip(COLUMNS, row, strict=True))
+        data["options"] = json.loads(data["options"])
+        data["report"] = json.loads(data["report"]) if data["report"] else None
+        return cls(**data)
+
+
+def new_export_id() -> str:
+    """A permanent id that sorts by time: ``YYYYmmddHHMMSS`` + 12 random hex digits."""
+    return f"{datetime.now(UTC):%Y%m%d%H%M%S}{uuid.uuid4().hex[:12]}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Registry:
+    """Records and lists exports in ``path`` (an SQLite file, created if needed)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            with self._connect() as db:
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise PipelineError(f"{self.path}: cannot use as export registry: {exc}") from None
+
+    def _connect(self) -> closing[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        return closing(db)
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._connect() as db:
+            return db.execute(sql, params).fetchall()
+
+    def start(
+        self, export_id: str, *, document_id: int | None, document_name: str, format: str,
+        layer: str | None, options: dict[str, Any], path: str | None, fingerprint: str | None = None,
+    ) -> None:
+        self._execute(
+            "INSERT INTO pipeline_export (id, document_id, document_name, format, layer, options, path,"
+            " fingerprint, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+            (export_id, document_id, document_name, format, layer, json.dumps(options, sort_keys=True),
+             path, fingerprint, _now()),
+        )
+
+    def complete(
+        self, export_id: str, *, path: str | None, size: int, sha256: str, part_count: int,
+        report: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self._execute(
+            "UPDATE pipeline_export SET status = 'complete', path = ?, size = ?, sha256 = ?, part_count = ?,"
+            " finished_at = ?, report = ? WHERE id = ?",
+            (path, size, sha256, part_count, _now(), json.dumps(report) if report else None, export_id),
+        )
+
+    def fail(self, export_id: str, error: str) -> None:
+        self._execute(
+            "UPDATE pipeline_export SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            (_now(), error, export_id),
+        )
+
+    def list(self, *, limit: int | None = None) -> Iterator[ExportRecord]:
+        """Exports newest first."""
+        sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export ORDER BY started_at DESC, id DESC"
+        rows = self._execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return (ExportRecord.from_row(r) for r in rows)
+
+    def get(self, export_id: str) -> ExportRecord:
+        """One export by its id or a unique prefix of it."""
+        rows = self._execute(
+            f"SELECT {', '.join(COLUMNS)} FROM pipeline_export WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+            (export_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+        )
+        if len(rows) != 1:
+            what = "no export" if not rows else "more than one export"
+            raise PipelineError(f"{self.path}: {what} with id {export_id!r}")
+        return ExportRecord.from_row(rows[0])

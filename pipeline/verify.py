@@ -1,0 +1,67 @@
+"""``pipeline verify``: re-read an archive and say everything that is wrong with it.
+
+Every entry's CRC is checked by reading it fully; every XML entry is parsed (securely) and
+validated against its schema; every METS reference must name an entry of the archive, and
+every XML entry other than METS must be referenced by it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from lxml import etree
+
+from . import validate
+from .naming import METS_NAME
+
+_NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
+
+
+def verify_archive(path: Path) -> list[str]:
+    """Problems found in the zip at ``path``, one line each; empty when it is sound."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        return [f"not a readable zip: {exc}"]
+    problems: list[str] = []
+    with zf:
+        names = zf.namelist()
+        for info in zf.infolist():
+            try:
+                with zf.open(info) as fh:
+                    if info.filename.lower().endswith(".xml"):
+                        errors = validate.validate(fh)
+                        problems += [f"{info.filename}: {e}" for e in errors]
+                    else:
+                        while fh.read(1 << 20):
+                            pass
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                problems.append(f"{info.filename}: unreadable ({exc})")
+        if METS_NAME in names:
+            problems += _mets_problems(zf, names)
+    return problems
+
+
+def _mets_problems(zf: zipfile.ZipFile, names: list[str]) -> list[str]:
+    try:
+        with zf.open(METS_NAME) as fh:
+            root = etree.parse(fh, validate.parser()).getroot()
+    except (etree.XMLSyntaxError, zipfile.BadZipFile, OSError):
+        return []  # already reported by the entry loop
+    hrefs = {
+        el.get(f"{{{_NS['xlink']}}}href"): el.sourceline
+        for el in root.iterfind(".//m:FLocat", _NS)
+    }
+    entries = set(names)
+    problems = [
+        f"{METS_NAME}: line {line}: FLocat names {href!r}, which is not in the archive"
+        for href, line in hrefs.items()
+        if href not in entries and not str(href).startswith(("http://", "https://"))
+    ]
+    problems += [
+        f"{name}: not referenced by {METS_NAME}"
+        for name in names
+        if name != METS_NAME and name.lower().endswith(".xml") and name not in hrefs
+    ]
+    return problems

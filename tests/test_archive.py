@@ -1,0 +1,78 @@
+"""The archive sink, atomic outputs and entry naming."""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from pipeline.archive import TEMP_PREFIX, Output, ZipSink
+from pipeline.naming import EntryNamer, output_name, safe_basename, slug
+
+
+def _zip(path: Path, when: datetime | None) -> Output:
+    out = Output(path)
+    sink = ZipSink(out)
+    sink.add("page.xml", iter([b"<a>", b"x" * 10_000, b"</a>"]), "xml", when)
+    image = path.parent / "img.jpg"
+    image.write_bytes(b"\xff\xd8" + bytes(range(256)) * 100)
+    sink.add("img.jpg", image, "image", when)
+    sink.close()
+    out.commit()
+    return out
+
+
+def test_entries_deflate_xml_store_images_and_reproduce(tmp_path: Path) -> None:
+    when = datetime(2024, 5, 6, 7, 8, 10)
+    a, b = _zip(tmp_path / "a.zip", when), _zip(tmp_path / "b.zip", when)
+    assert a.sha256 == b.sha256 and a.size == (tmp_path / "a.zip").stat().st_size
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert zf.testzip() is None
+        infos = {i.filename: i for i in zf.infolist()}
+        assert infos["page.xml"].compress_type == zipfile.ZIP_DEFLATED
+        assert infos["img.jpg"].compress_type == zipfile.ZIP_STORED
+        assert infos["page.xml"].date_time == (2024, 5, 6, 7, 8, 10)
+        assert zf.read("page.xml") == b"<a>" + b"x" * 10_000 + b"</a>"
+    assert _zip(tmp_path / "c.zip", datetime(2025, 1, 1)).sha256 != a.sha256
+
+
+def test_failed_output_leaves_nothing(tmp_path: Path) -> None:
+    final = tmp_path / "out.zip"
+    with pytest.raises(RuntimeError), Output(final) as out:
+        out.write(b"partial")
+        assert not final.exists()
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_output_never_overwrites(tmp_path: Path) -> None:
+    final = tmp_path / "x.txt"
+    final.write_bytes(b"first")
+    for data in (b"second", b"third"):
+        out = Output(final, overwrite=False)
+        out.write(data)
+        out.commit()
+    assert final.read_bytes() == b"first"
+    assert (tmp_path / "x_2.txt").read_bytes() == b"second"
+    assert (tmp_path / "x_3.txt").read_bytes() == b"third"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_entry_names_collide_deterministically() -> None:
+    namer = EntryNamer()
+    assert namer.part_names("f003.jpg", 2) == ("f003.jpg", "f003.xml")
+    assert namer.part_names("f003.png", 3) == ("f003_3.png", "f003_3.xml")
+    assert namer.part_names("F003.JPG", 4) == ("F003_4.JPG", "F003_4.xml")
+    assert namer.part_names("METS.jpg", 5) == ("METS_5.jpg", "METS_5.xml")
+    assert namer.part_names("../../etc/passwd.jpg", 6) == ("passwd.jpg", "passwd.xml")
+    assert namer.part_names("a.tif", 7, ".jpg") == ("a.jpg", "a.xml")
+
+
+def test_slug_and_output_name() -> None:
+    assert slug("Lettre d'Auguste Delâtre, 1858") == "lettre_dauguste_delatre_1858"
+    assert slug("עברית") == ""
+    name = output_name(12, "Fish & Chips", "alto", "zip", datetime(2024, 7, 3, 15, 12, 9), "abcd1234")
+    assert name == "export_doc12_fish_chips_alto_20240703151209_abcd1234.zip"
+    assert safe_basename('C:\\scans\\a:b*?.jpg') == "a_b__.jpg"
