@@ -8,6 +8,7 @@ every XML entry other than METS must be referenced by it.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 from lxml import etree
@@ -36,7 +37,7 @@ def verify_archive(path: Path) -> list[str]:
                     else:
                         while fh.read(1 << 20):
                             pass
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
                 problems.append(f"{info.filename}: unreadable ({exc})")
         if METS_NAME in names:
             problems += _mets_problems(zf, names)
@@ -47,7 +48,7 @@ def _mets_problems(zf: zipfile.ZipFile, names: list[str]) -> list[str]:
     try:
         with zf.open(METS_NAME) as fh:
             root = etree.parse(fh, validate.parser()).getroot()
-    except (etree.XMLSyntaxError, zipfile.BadZipFile, OSError):
+    except (etree.XMLSyntaxError, zipfile.BadZipFile, zlib.error, OSError):
         return []  # already reported by the entry loop
     hrefs = {
         el.get(f"{{{_NS['xlink']}}}href"): el.sourceline

@@ -1,0 +1,204 @@
+"""The ``pipeline`` command: thin argument parsing over the same functions jobs call.
+
+User errors print one line on stderr and exit 2 (usage, configuration) or 1 (runtime);
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+
+from . import __version__
+from .errors import PipelineError, UsageError
+from .logcontext import configure_logging
+
+Handler = Callable[[argparse.Namespace], int]
+log = logging.getLogger("pipeline")
+
+
+def parse_pages(spec: str) -> tuple[int, ...]:
+    """``"1-10,15"`` → page numbers (1-based, in document order); empty = all."""
+    pages: set[int] = set()
+    for token in filter(None, (t.strip() for t in spec.split(","))):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
+        if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < int(m[1])):
+            raise UsageError(f"--parts: {token!r} is not a page number or range like 1-10")
+        pages.update(range(int(m[1]), int(m[2] or m[1]) + 1))
+    return tuple(sorted(pages))
+
+
+def parse_size(spec: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)[xX](\d+)", spec)
+    if not m or not int(m[1]) or not int(m[2]):
+        raise UsageError(f"--image-size: {spec!r} is not WIDTHxHEIGHT, e.g. 1240x1754")
+    return int(m[1]), int(m[2])
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import build_demo
+
+    summary = build_demo(
+        args.corpus, documents=args.documents, parts=args.parts, lines=args.lines,
+        image_size=parse_size(args.image_size), image_format=args.image_format, seed=args.seed,
+    )
+    print(summary)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import Destination, ExportOptions, export_document
+    from .images import ImageOptions
+    from .registry import Registry
+    from .store import Corpus
+
+    image = ImageOptions(format=args.image_format, quality=args.image_quality, max_size=args.image_max_size,
+                         keep_metadata=args.keep_metadata)
+
+    async def run() -> int:
+        with Corpus.open(args.corpus) as corpus:
+            document = await corpus.document(args.document)
+            part_ids = await corpus.part_ids(document, parse_pages(args.parts)) if args.parts else None
+            options = ExportOptions(
+                format=args.format, layer=args.layer, regions=args.regions, part_ids=part_ids,
+                images=args.images, image=image, on_error=args.on_error,
+            )
+            registry = Registry(args.registry or args.corpus)
+            result = await export_document(corpus, document, options, Destination.parse(args.output),
+                                           registry=registry)
+        if result.path is not None:
+            print(result.path)
+        log.info("export %s: %d parts, %d bytes, sha256 %s", result.id, result.parts, result.size,
+                 result.sha256)
+        for entry in result.report:
+            print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
+                  file=sys.stderr)
+        return 1 if result.report else 0
+
+    return anyio.run(run)
+
+
+def cmd_exports_list(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    for rec in Registry(args.registry).list(limit=args.limit):
+        size = f"{rec.size:>12,}" if rec.size is not None else " " * 12
+        print(f"{rec.id}  {rec.started_at}  {rec.status:<8}  {rec.format:<8}  {size}  "
+              f"doc {rec.document_id} {rec.document_name!r}  {rec.path}")
+    return 0
+
+
+def cmd_exports_show(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from .registry import Registry
+
+    print(json.dumps(asdict(Registry(args.registry).get(args.id)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_archive
+
+    failed = 0
+    for archive in args.archives:
+        problems = verify_archive(Path(archive))
+        for problem in problems:
+            print(f"{archive}: {problem}")
+        failed += bool(problems)
+        if not problems:
+            print(f"{archive}: OK")
+    return 1 if failed else 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Streaming export of transcribed document archives (ALTO, PAGE, METS, text).",
+    )
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="build a deterministic synthetic corpus with page images")
+    p.add_argument("corpus", type=Path, help="the SQLite file to create")
+    p.add_argument("--documents", type=int, default=2)
+    p.add_argument("--parts", type=int, default=5, help="parts (pages) per document")
+    p.add_argument("--lines", type=int, default=20, help="lines per part")
+    p.add_argument("--image-size", default="1240x1754", metavar="WxH")
+    p.add_argument("--image-format", default="jpeg", choices=["jpeg", "png", "tiff", "webp"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export one document to ALTO, PAGE or text")
+    p.add_argument("--corpus", required=True, type=Path, help="SQLite corpus file")
+    p.add_argument("--document", required=True, help="document id or exact name")
+    p.add_argument("--format", default="alto", choices=["alto", "page", "pagexml", "text"])
+    p.add_argument("--layer", default="manual", help="transcription layer name (default: manual)")
+    p.add_argument("--regions", help="region types to export: TYPE,...,undefined,orphan (default: all)")
+    p.add_argument("--parts", help="pages to export, 1-based, e.g. 1-10,15 (default: all)")
+    p.add_argument("--images", action="store_true", help="include the page images")
+    p.add_argument("--image-format", default="original", metavar="FORMAT",
+                   help="original (default: unchanged), jpeg, png, webp, tiff or jp2 (if libvips has it)")
+    p.add_argument("--image-quality", type=int, metavar="1-100", help="quality of lossy image formats")
+    p.add_argument("--image-max-size", type=int, metavar="N",
+                   help="downscale images to at most N pixels on the longest side; coordinates follow")
+    p.add_argument("--keep-metadata", action="store_true", help="keep EXIF/XMP/IPTC in transcoded images")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="a bad image fails the export (default) or is skipped and reported (exit 1)")
+    p.add_argument("-o", "--output", help="file, directory (default: current) or - for stdout")
+    p.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("exports", help="list or show recorded exports")
+    esub = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")
+    q = esub.add_parser("list", help="exports, newest first")
+    q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
+    q.add_argument("--limit", type=int)
+    q.set_defaults(func=cmd_exports_list)
+    q = esub.add_parser("show", help="one export, with its path")
+    q.add_argument("id", help="export id (or a unique prefix)")
+    q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
+    q.set_defaults(func=cmd_exports_show)
+
+    p = sub.add_parser("verify", help="check archives: CRCs, XML schemas, METS references")
+    p.add_argument("archives", nargs="+")
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO)
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pipeline: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"pipeline: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""One document, one export: source → format writers → archive sink → output.
+
+Parts are pulled lazily from the source by a producer task and handed over through a bounded
+memory object stream (backpressure), while the consumer renders and deflates them in a worker
+thread. Only names are kept per document (for METS); nothing else accumulates.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from . import formats
+from .archive import Output, ZipSink
+from .errors import PipelineError, UsageError
+from .images import ImageError, ImageJob, ImageOptions, ImageStage
+from .logcontext import where
+from .model import Document, Part
+from .naming import METS_NAME, EntryNamer, output_name
+from .registry import Registry, new_export_id
+from .select import RegionFilter
+
+#: how many parts the source may read ahead of the writer
+LOOKAHEAD = 4
+#: images that could not be exported with ``on_error="skip"``, added just before METS
+REPORT_NAME = "export-report.json"
+
+
+class Source(Protocol):
+    """Where parts come from: the corpus store, a folder or zip of XML, an exchange archive."""
+
+    def parts(
+        self, document: Document, layer: str = ..., part_ids: Sequence[int] | None = ...
+    ) -> AsyncIterator[Part]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOptions:
+    """What to export. ``regions`` is the raw filter string (``None`` = everything).
+
+    ``image`` only matters with ``images``. ``on_error`` is the bad-image policy: ``fail`` stops
+    the export, ``skip`` exports the part without its image and reports it.
+    """
+
+    format: str = "alto"
+    layer: str = "manual"
+    regions: str | None = None
+    part_ids: tuple[int, ...] | None = None
+    images: bool = False
+    image: ImageOptions = ImageOptions()
+    on_error: Literal["fail", "skip"] = "fail"
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where the archive goes: a file path, a directory (auto-named, never overwriting) or stdout."""
+
+    kind: Literal["file", "dir", "stdout"]
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, value: str | None) -> Destination:
+        if value == "-":
+            return cls("stdout")
+        path = Path(value or ".")
+        if value is None or path.is_dir() or value.endswith(("/", "\\")):
+            return cls("dir", path)
+        return cls("file", path)
+
+
+@dataclass(slots=True)
+class ExportResult:
+    id: str
+    document: Document
+    path: Path | None
+    size: int = 0
+    sha256: str = ""
+    parts: int = 0
+    report: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def export_document(
+    source: Source,
+    document: Document,
+    options: ExportOptions,
+    destination: Destination,
+    *,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Export one document; record it in ``registry``. Raises :class:`PipelineError` on failure."""
+    spec = formats.get(options.format)
+    if options.layer and document.layer(options.layer) is None:
+        names = ", ".join(sorted(la.name for la in document.layers if not la.archived)) or "none"
+        raise UsageError(f"document {document.name!r} has no layer {options.layer!r} (layers: {names})")
+    flt = RegionFilter.parse(options.regions, document)
+    export_id = new_export_id()
+    final = _final_path(destination, document, spec, export_id, now or datetime.now())
+    if registry is not None:
+        registry.start(
+            export_id, document_id=document.id, document_name=document.name, format=spec.name,
+            layer=options.layer, options=options.describe(), path=str(final) if final else "-",
+        )
+    result = ExportResult(export_id, document, final)
+    try:
+        with single_errors(), Output(final, overwrite=destination.kind == "file") as out:
+            if spec.zipped:
+                await _write_zip(source, document, options, spec, flt, out, result)
+            else:
+                await _write_text(source, document, options, spec, flt, out, result)
+            result.path = await anyio.to_thread.run_sync(out.commit)
+            result.size, result.sha256 = out.size, out.sha256
+    except BaseException as exc:
+        if registry is not None and isinstance(exc, Exception):
+            registry.fail(export_id, str(exc) if isinstance(exc, PipelineError) else traceback.format_exc())
+        raise
+    if registry is not None:
+        registry.complete(
+            export_id, path=str(result.path) if result.path else "-", size=result.size,
+            sha256=result.sha256, part_count=result.parts, report=result.report or None,
+        )
+    return result
+
+
+def _final_path(
+    destination: Destination, document: Document, spec: formats.FormatSpec, export_id: str, now: datetime
+) -> Path | None:
+    if destination.kind == "stdout":
+        return None
+    if destination.kind == "file":
+        assert destination.path is not None
+        return destination.path
+    assert destination.path is not None
+    return destination.path / output_name(document.id, document.name, spec.tag, spec.ext, now, export_id[-8:])
+
+
+async def _produce(
+    source: Source, document: Document, options: ExportOptions, send: ObjectSendStream[Part]
+) -> None:
+    async with send:
+        async for part in source.parts(document, options.layer, options.part_ids):
+            await send.send(part)
+
+
+async def _write_zip(
+    source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
+    flt: RegionFilter, out: Output, result: ExportResult,
+) -> None:
+    sink = ZipSink(out)
+    namer = EntryNamer((METS_NAME, REPORT_NAME))
+    pages: list[tuple[str | None, str | None]] = []
+    skip = options.on_error == "skip"
+    stage = ImageStage(options.image, spill_dir=out.final_path.parent if out.final_path else None)
+    send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
+    jobs_send, jobs = anyio.create_memory_object_stream[tuple[Part, ImageJob | None]](options.image.lookahead)
+    async with stage, anyio.create_task_group() as tg:
+        tg.start_soon(_produce, source, document, options, send)
+        tg.start_soon(stage.feed if options.images else _without_images, receive, jobs_send)
+        async with jobs:
+            async for part, job in jobs:
+                image_name, xml_name = namer.part_names(part.image_filename, part.order)
+                try:
+                    included = await _add_image(sink, image_name, job, result, skip=skip)
+                    sink.add(xml_name, spec.render_part(part, document, flt), "xml")
+                    pages.append((included, xml_name))
+                    await anyio.to_thread.run_sync(sink.flush)
+                except ImageError as exc:
+                    raise PipelineError(f"document {document.name!r}, {exc}") from exc
+                if job is not None:
+                    stage.release(job)
+                result.parts += 1
+    if result.report:
+        sink.add(REPORT_NAME, json.dumps(result.report, indent=1, ensure_ascii=False).encode(), "data")
+    sink.add(METS_NAME, formats.mets.render(pages), "xml")
+    await anyio.to_thread.run_sync(sink.close)
+
+
+async def _write_text(
+    source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
+    flt: RegionFilter, out: Output, result: ExportResult,
+) -> None:
+    send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_produce, source, document, options, send)
+        async with receive:
+            async for part in receive:
+                where.set(_describe(document, part))
+                for chunk in spec.render_document([part], flt):
+                    out.write(chunk)
+                result.parts += 1
+
+
+def _describe(document: Document, part: Part) -> str:
+    """How messages name a part: document, 1-based page number and image file."""
+    return f"document {document.name!r}, part {part.order + 1} ({part.image_filename})"
+
+
+@contextmanager
+def single_errors() -> Iterator[None]:
+    """Re-raise the first error of a task group as itself, so callers see a PipelineError."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def _without_images(
+    parts: ObjectReceiveStream[Part], out: ObjectSendStream[tuple[Part, ImageJob | None]]
+) -> None:
+    async with parts, out:
+        async for part in parts:
+            await out.send((part, None))
+
+
+async def _add_image(
+    sink: ZipSink, name: str, job: ImageJob | None, result: ExportResult, *, skip: bool
+) -> str | None:
+    """Queue the part's image entry and return its name; with ``skip`` a bad image is reported instead.
+
+    Skipping needs the whole transcode to succeed before the entry starts; failing streams it.
+    """
+    if job is None:
+        return None
+    try:
+        data = await job.data(complete=skip)
+    except ImageError as exc:
+        if not skip:
+            raise
+        result.report.append(exc.report())
+        return None
+    sink.add(name, data, "image")
+    return name
