@@ -15,7 +15,6 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -48,6 +47,22 @@ class _DataTimedInfo(zipstream.ng.ZipStreamInfo):
 
 
 zipstream.ng.ZipStreamInfo = _DataTimedInfo  # type: ignore[misc]
+
+
+class _CentralRecord:
+    """What the footer needs of a written entry: its central directory record, as bytes.
+
+    zipstream-ng keeps each entry's whole ZipInfo until the footer; a record is a fifth of that,
+    which keeps memory flat over tens of thousands of entries.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _central_directory_header_data(self) -> bytes:
+        return self.data
 
 
 def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
@@ -132,12 +147,6 @@ def _link_unique(tmp: Path, final: Path) -> Path:
             candidate = final.with_name(f"{final.stem}_{n}{final.suffix}")
 
 
-@dataclass(frozen=True, slots=True)
-class EntryInfo:
-    name: str
-    kind: EntryKind
-
-
 class ZipSink:
     """Streams entries into a zip, in the order they are added.
 
@@ -152,7 +161,6 @@ class ZipSink:
         self._level = deflate_level
         self._out = out
         self._times: deque[tuple[int, ...]] = deque()
-        self.entries: list[EntryInfo] = []
 
     def add(
         self, name: str, data: Path | Iterable[bytes] | bytes, kind: EntryKind, when: datetime | None = None
@@ -165,15 +173,16 @@ class ZipSink:
             size = None
         self._zs.add(data, name, size=size, compress_type=compress, compress_level=level)
         self._times.append(zip_time(when))
-        self.entries.append(EntryInfo(name, kind))
 
     def flush(self) -> None:
         """Encode and write every queued entry (blocking: run it in a worker thread)."""
         write = self._out.write
+        written = self._zs._filelist
         while self._times:
             _entry_time.value = self._times.popleft()
             for chunk in self._zs.file():
                 write(chunk)
+            written[-1] = _CentralRecord(written[-1]._central_directory_header_data())
 
     def close(self) -> None:
         self.flush()

@@ -2,14 +2,16 @@
 
 Every entry's CRC is checked by reading it fully; every XML entry is parsed (securely) and
 validated against its schema; every METS reference must name an entry of the archive, and
-every XML entry other than METS must be referenced by it.
+every XML entry other than METS must be referenced by it. A bulk archive has one METS per
+document folder, whose references are relative to that folder.
 """
 
 from __future__ import annotations
 
+import posixpath
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
@@ -39,30 +41,34 @@ def verify_archive(path: Path) -> list[str]:
                             pass
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
                 problems.append(f"{info.filename}: unreadable ({exc})")
-        if METS_NAME in names:
-            problems += _mets_problems(zf, names)
+        for mets in (n for n in names if PurePosixPath(n).name == METS_NAME):
+            problems += _mets_problems(zf, mets, names)
     return problems
 
 
-def _mets_problems(zf: zipfile.ZipFile, names: list[str]) -> list[str]:
+def _mets_problems(zf: zipfile.ZipFile, mets: str, names: list[str]) -> list[str]:
+    """References of one METS file, relative to its folder, against the entries of that folder."""
+    folder = posixpath.dirname(mets)
     try:
-        with zf.open(METS_NAME) as fh:
+        with zf.open(mets) as fh:
             root = etree.parse(fh, validate.parser()).getroot()
     except (etree.XMLSyntaxError, zipfile.BadZipFile, zlib.error, OSError):
         return []  # already reported by the entry loop
     hrefs = {
-        el.get(f"{{{_NS['xlink']}}}href"): el.sourceline
+        posixpath.join(folder, el.get(f"{{{_NS['xlink']}}}href") or ""): el.sourceline
         for el in root.iterfind(".//m:FLocat", _NS)
+        if not (el.get(f"{{{_NS['xlink']}}}href") or "").startswith(("http://", "https://"))
     }
     entries = set(names)
     problems = [
-        f"{METS_NAME}: line {line}: FLocat names {href!r}, which is not in the archive"
+        f"{mets}: line {line}: FLocat names {href!r}, which is not in the archive"
         for href, line in hrefs.items()
-        if href not in entries and not str(href).startswith(("http://", "https://"))
+        if href not in entries
     ]
     problems += [
-        f"{name}: not referenced by {METS_NAME}"
+        f"{name}: not referenced by {mets}"
         for name in names
-        if name != METS_NAME and name.lower().endswith(".xml") and name not in hrefs
+        if posixpath.dirname(name) == folder and name != mets
+        and name.lower().endswith(".xml") and name not in hrefs
     ]
     return problems
