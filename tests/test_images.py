@@ -1,0 +1,314 @@
+"""The image stage through the public interface: ``pipeline.cli.main`` and ``export_document``."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import pyvips
+from lxml import etree
+
+from pipeline import images
+from pipeline.cli import main
+from pipeline.demo import build_demo
+from pipeline.errors import PipelineError, UsageError
+from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.images import ImageOptions
+from pipeline.model import Part, bbox
+from pipeline.registry import Registry
+from pipeline.store import Corpus
+from pipeline.validate import validate
+
+ALTO = "{http://www.loc.gov/standards/alto/ns-v4#}"
+PAGE = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
+METS = "{http://www.loc.gov/METS/}"
+XLINK = "{http://www.w3.org/1999/xlink}href"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A corpus of its own (tests change its images): 1 document x 3 parts, 600x800 JPEGs.
+
+    Image sizes are stored, as a corpus that has seen its images once has them: a bad image is then
+    found by the image stage, not by the store when it reads the size.
+    """
+    path = tmp_path / "corpus.sqlite"
+    build_demo(path, documents=1, parts=3, lines=6, image_size=(600, 800), image_format="jpeg", seed=1)
+    with Corpus.open(path) as store, store.transaction() as writer:
+        for part in parts_of(path):
+            writer.set_image_size(part.id, part.width, part.height)
+    return path
+
+
+def parts_of(corpus: Path) -> list[Part]:
+    async def read() -> list[Part]:
+        with Corpus.open(corpus) as store:
+            document = await store.document(1)
+            return [part async for part in store.parts(document)]
+
+    return anyio.run(read)
+
+
+def export(corpus: Path, out: Path, *args: str) -> int:
+    return main(["-q", "export", "--corpus", str(corpus), "--document", "1", "-o", str(out), *args])
+
+
+def xml_errors(archive: zipfile.ZipFile) -> list[str]:
+    return [f"{n}: {e}" for n in archive.namelist() if n.endswith(".xml")
+            for e in validate(io.BytesIO(archive.read(n)))]
+
+
+def mets_pages(archive: zipfile.ZipFile) -> list[list[str]]:
+    """The FLocat names each METS page div points to, in order."""
+    root = etree.fromstring(archive.read("METS.xml"))
+    href = {f.get("ID"): f.find(f"{METS}FLocat").get(XLINK) for f in root.iter(f"{METS}file")}
+    return [[href[p.get("FILEID")] for p in div.iter(f"{METS}fptr")]
+            for div in root.iter(f"{METS}div") if div.get("TYPE") == "page"]
+
+
+def line_polygons(xml: etree._Element) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Text -> polygon of each ALTO or PAGE text line that has both."""
+    found = {}
+    for line in xml.iter(f"{ALTO}TextLine"):
+        polygon, string = line.find(f"{ALTO}Shape/{ALTO}Polygon"), line.find(f"{ALTO}String")
+        if polygon is not None and string is not None:
+            v = [float(x) for x in polygon.get("POINTS").split()]
+            found[string.get("CONTENT")] = tuple(zip(v[::2], v[1::2], strict=True))
+    for line in xml.iter(f"{PAGE}TextLine"):
+        text = line.findtext(f"{PAGE}TextEquiv/{PAGE}Unicode")
+        if text:
+            points = line.find(f"{PAGE}Coords").get("points").split()
+            found[text] = tuple(tuple(map(float, p.split(","))) for p in points)
+    return found
+
+
+def test_resized_coordinates_land_on_the_same_content(corpus: Path, tmp_path: Path) -> None:
+    """Each line box is painted in its own shade; after resizing, each line's polygon finds its shade."""
+    part = parts_of(corpus)[0]
+    shades: dict[str, int] = {}
+    page = pyvips.Image.black(part.width, part.height) + 255
+    for n, line in enumerate(line for line in part.lines if line.box and line.text):
+        x0, y0, x1, y1 = line.box
+        shades[line.text] = 10 + 30 * n
+        page = page.draw_rect(shades[line.text], int(x0), int(y0), int(x1 - x0), int(y1 - y0), fill=True)
+    page.cast("uchar").write_to_file(part.image_path)
+    image_name, xml_name = f"{Path(part.image_filename).stem}.png", f"{Path(part.image_filename).stem}.xml"
+
+    for fmt in ("alto", "page"):
+        out = tmp_path / f"{fmt}.zip"
+        assert export(corpus, out, "--format", fmt, "--images", "--image-max-size", "300",
+                      "--image-format", "png") == 0
+        with zipfile.ZipFile(out) as zf:
+            assert xml_errors(zf) == []
+            image = pyvips.Image.new_from_buffer(zf.read(image_name), "")
+            xml = etree.fromstring(zf.read(xml_name))
+        assert (image.width, image.height) == (225, 300)  # 600x800 → longest side 300
+        if fmt == "alto":
+            size = xml.find(f".//{ALTO}Page")
+            assert (size.get("WIDTH"), size.get("HEIGHT")) == ("225", "300")
+            space = xml.find(f".//{ALTO}PrintSpace")
+            assert (space.get("WIDTH"), space.get("HEIGHT")) == ("225", "300")
+        else:
+            size = xml.find(f".//{PAGE}Page")
+            assert (size.get("imageWidth"), size.get("imageHeight")) == ("225", "300")
+        polygons = line_polygons(xml)
+        assert len(shades) >= 3 and set(shades) <= set(polygons)
+        for text, shade in shades.items():
+            x0, y0, x1, y1 = (round(v) for v in bbox(polygons[text]))
+            inside = image.crop(x0 + 2, y0 + 2, x1 - x0 - 4, y1 - y0 - 4)
+            assert abs(inside.avg() - shade) < 8, f"line {text!r} polygon is not on its rectangle"
+        assert image.crop(0, 0, 4, 4).avg() > 250  # and the page around them stays white
+
+
+def stems(corpus: Path) -> list[str]:
+    return [Path(part.image_filename).stem for part in parts_of(corpus)]
+
+
+def test_format_change_renames_entries_xml_and_mets(corpus: Path, tmp_path: Path) -> None:
+    a, b, c = stems(corpus)
+    for fmt, image_format, suffix in (("alto", "png", ".png"), ("page", "webp", ".webp")):
+        out = tmp_path / f"{fmt}.zip"
+        assert export(corpus, out, "--format", fmt, "--images", "--image-format", image_format,
+                      "--image-quality", "80") == 0
+        with zipfile.ZipFile(out) as zf:
+            names = zf.namelist()
+            assert names == [a + suffix, a + ".xml", b + suffix, b + ".xml", c + suffix, c + ".xml",
+                             "METS.xml"]
+            assert xml_errors(zf) == []
+            assert mets_pages(zf)[1] == [b + suffix, b + ".xml"]
+            xml = etree.fromstring(zf.read(b + ".xml"))
+            decoded = pyvips.Image.new_from_buffer(zf.read(b + suffix), "")
+        named = xml.findtext(f".//{ALTO}fileName") if fmt == "alto" else xml.find(f".//{PAGE}Page").get(
+            "imageFilename")
+        assert named == b + suffix
+        assert decoded.get("vips-loader").startswith(image_format)
+
+
+def test_original_without_resize_passes_bytes_through(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a.zip"
+    assert export(corpus, out, "--images") == 0
+    with zipfile.ZipFile(out) as zf:
+        for part in parts_of(corpus):
+            assert zf.read(part.image_filename) == Path(part.image_path).read_bytes()
+
+
+def damage(path: Path, kind: str) -> None:
+    if kind == "missing":
+        path.unlink()
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(b"not an image at all\n" * 50)
+
+
+@pytest.mark.parametrize("image_format", ["original", "jpeg"])
+@pytest.mark.parametrize("kind", ["missing", "truncated", "garbage"])
+def test_bad_image_fails_the_export(
+    corpus: Path, tmp_path: Path, kind: str, image_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = parts_of(corpus)[1]
+    damage(Path(bad.image_path), kind)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert export(corpus, out_dir / "a.zip", "--images", "--image-format", image_format) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("pipeline: error: document ")
+    assert "part 2" in error and bad.image_filename in error
+    assert list(out_dir.iterdir()) == []  # nothing at the final name, no partial file either
+    (record,) = Registry(corpus).list()
+    assert record.status == "failed" and bad.image_filename in (record.error or "")
+
+
+@pytest.mark.parametrize("image_format", ["original", "jpeg"])
+@pytest.mark.parametrize("kind", ["missing", "truncated", "garbage"])
+def test_bad_image_is_skipped_and_reported(
+    corpus: Path, tmp_path: Path, kind: str, image_format: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = parts_of(corpus)[1]
+    damage(Path(bad.image_path), kind)
+    out = tmp_path / "a.zip"
+    assert export(corpus, out, "--images", "--image-format", image_format, "--on-error", "skip") == 1
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and "page 2" in err_lines[0] and bad.image_filename in err_lines[0]
+    a, b, c = stems(corpus)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.testzip() is None
+        assert zf.namelist() == [a + ".jpg", a + ".xml", b + ".xml", c + ".jpg", c + ".xml",
+                                 "export-report.json", "METS.xml"]
+        assert xml_errors(zf) == []
+        assert mets_pages(zf) == [[a + ".jpg", a + ".xml"], [b + ".xml"], [c + ".jpg", c + ".xml"]]
+        (entry,) = json.loads(zf.read("export-report.json"))
+    assert entry["part_id"] == bad.id and entry["page"] == 2 and entry["file"] == bad.image_filename
+    assert entry["error"]
+    (record,) = Registry(corpus).list()
+    assert record.status == "complete" and record.report == [entry]
+
+
+class SpillSpy:
+    """Records the spill files the stage creates, to check that each one is closed (= removed)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.files: list[Any] = []
+        real = tempfile.TemporaryFile
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            fh = real(*args, **kwargs)
+            self.files.append(fh)
+            return fh
+
+        monkeypatch.setattr(images.tempfile, "TemporaryFile", spy)
+
+    def all_closed(self) -> bool:
+        return bool(self.files) and all(fh.closed for fh in self.files)
+
+
+def run_export(
+    corpus: Path, out: Path, options: ExportOptions, *, spy: SpillSpy | None = None, stop: str = "cancel"
+) -> Any:
+    """``export_document`` on the corpus; with ``spy``, the source cancels the export or fails
+    (``stop``) as soon as a spill file exists."""
+
+    class Source:
+        def __init__(self, store: Corpus, scope: anyio.CancelScope) -> None:
+            self.store, self.scope = store, scope
+
+        async def parts(self, document: Any, layer: str = "manual", part_ids: Any = None) -> Any:
+            async for n, part in aenumerate(self.store.parts(document, layer, part_ids)):
+                if spy is not None and n == 2:
+                    with anyio.fail_after(10):
+                        while not spy.files:
+                            await anyio.sleep(0.01)
+                    if stop == "fail":
+                        raise PipelineError("the source broke")
+                    self.scope.cancel()
+                yield part
+
+    async def go() -> Any:
+        with Corpus.open(corpus) as store, anyio.CancelScope() as scope:
+            document = await store.document(1)
+            return await export_document(Source(store, scope), document, options, Destination.parse(str(out)))
+
+    return anyio.run(go)
+
+
+async def aenumerate(items: Any) -> Any:
+    n = 0
+    async for item in items:
+        yield n, item
+        n += 1
+
+
+def spill_options(**kwargs: Any) -> ExportOptions:
+    image = ImageOptions(format="jpeg", memory_budget=0, lookahead=3)
+    return ExportOptions(images=True, image=image, **kwargs)
+
+
+def test_spill_files_removed_after_success(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = SpillSpy(monkeypatch)
+    result = run_export(corpus, tmp_path / "a.zip", spill_options(on_error="skip"))
+    assert result.parts == 3 and spy.all_closed()
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        for stem in stems(corpus):
+            assert pyvips.Image.new_from_buffer(zf.read(stem + ".jpg"), "").width == 600
+
+
+def test_spill_files_removed_after_failure(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = SpillSpy(monkeypatch)
+    with pytest.raises(PipelineError, match="the source broke"):
+        run_export(corpus, tmp_path / "a.zip", spill_options(on_error="skip"), spy=spy, stop="fail")
+    assert spy.all_closed() and not (tmp_path / "a.zip").exists()
+
+    damage(Path(parts_of(corpus)[1].image_path), "truncated")
+    with pytest.raises(PipelineError, match="part 2"):
+        run_export(corpus, tmp_path / "a.zip", spill_options())
+    assert all(fh.closed for fh in spy.files) and not (tmp_path / "a.zip").exists()
+
+
+def test_spill_files_removed_after_cancellation(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = SpillSpy(monkeypatch)
+    assert run_export(corpus, tmp_path / "a.zip", spill_options(on_error="skip"), spy=spy) is None
+    assert spy.all_closed() and not (tmp_path / "a.zip").exists()
+
+
+def test_unsupported_format_is_a_usage_error(corpus: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    unsupported = next(f for f in images.FORMATS if f not in images.supported_formats())
+    assert export(corpus, tmp_path / "a.zip", "--images", "--image-format", unsupported) == 2
+    error = capsys.readouterr().err
+    assert repr(unsupported) in error and "supported: original, jpeg" in error
+    with pytest.raises(UsageError, match="bmp"):
+        ImageOptions(format="bmp")
+    with pytest.raises(UsageError, match="quality"):
+        ImageOptions(format="jpeg", quality=0)
