@@ -1,0 +1,312 @@
+"""A folder or zip of ALTO/PAGE files with their images (and maybe ``METS.xml``), as one document.
+
+:class:`Bundle` lists the pages (names only) and pairs each XML file with its image: METS decides
+order and pairing when present; otherwise XML files are sorted naturally (``2`` before ``10``) and
+paired with the image their XML names, else the image with the same base name. Zips are read
+through :class:`~pipeline.safezip.SafeZip` (checked names, bounded sizes).
+
+:class:`XmlSource` turns a bundle into the export ``Source``: a first streaming pass collects the
+types for the ``Document``, then parts are parsed one at a time as the export pulls them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import IO
+
+import anyio.to_thread
+import pyvips
+
+from pipeline.errors import PipelineError, UsageError
+from pipeline.model import Document, Layer, Line, Part, Region, Typology
+from pipeline.safezip import Limits, SafeZip
+from pipeline.sources.mets import read_mets
+from pipeline.sources.xml import PageData, XmlError, read_page, root_kind
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".jp2", ".j2k", ".jpx", ".webp", ".gif", ".bmp"}
+)
+METS_NAME = "mets.xml"
+DEFAULT_LIMITS = Limits()
+#: eScriptorium's default layer name of an import, by what described the pages (spec 1.2)
+DEFAULT_LAYERS = {"mets": "METS Import", "alto": "Default ALTO Import", "page": "Default PAGE Import"}
+#: members never taken for pages (macOS resource forks, thumbnails caches)
+_IGNORED = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|\._)")
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key that puts ``page2`` before ``page10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+class _Folder:
+    """Members of a folder: every file below it, by relative POSIX path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def members(self) -> list[str]:
+        return [p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()]
+
+    def open(self, name: str) -> AbstractContextManager[IO[bytes]]:
+        return (self.path / name).open("rb")
+
+    def local_path(self, name: str) -> Path | None:
+        return self.path / name
+
+    def extract(self, name: str, dest_dir: Path) -> Path:
+        target = dest_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path / name, target)
+        return target
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _Zip(SafeZip):
+    """Members of a zip; nothing is on disk until extracted."""
+
+    def local_path(self, name: str) -> Path | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PageFile:
+    """One page of a bundle: its XML member and, if METS or the file names said so, its image."""
+
+    order: int
+    xml: str
+    image: str | None
+
+
+class Bundle:
+    """An export on disk (folder or zip): its pages in order, paired with their images."""
+
+    def __init__(self, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        self.path = path
+        self.is_zip = not path.is_dir()
+        self._store: _Folder | _Zip = _Zip(path, limits) if self.is_zip else _Folder(path)
+        members = [m for m in self._store.members() if not _IGNORED.search(m)]
+        self._members = set(members)
+        self._images: dict[tuple[str, str], str] = {}
+        for name in sorted(members, key=natural_key):
+            p = PurePosixPath(name)
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                self._images.setdefault((str(p.parent), p.stem.lower()), name)
+                self._images.setdefault((str(p.parent), p.name.lower()), name)
+        mets = sorted((m for m in members if PurePosixPath(m).name.lower() == METS_NAME), key=_depth)
+        self.pages, self.kind = self._from_mets(mets[0]) if mets else self._from_names(members)
+        if not self.pages:
+            raise PipelineError(f"{path}: no ALTO or PAGE file found")
+
+    @property
+    def name(self) -> str:
+        """The document name it gets by default: the folder or zip name without extension."""
+        return self.path.stem if self.is_zip else self.path.resolve().name
+
+    def _from_mets(self, mets: str) -> tuple[list[PageFile], str]:
+        with self._store.open(mets) as stream:
+            entries = read_mets(stream, f"{self.path}: {mets}", IMAGE_SUFFIXES)
+        base = PurePosixPath(mets).parent
+        pages = []
+        for entry in entries:
+            if entry.xml is None:
+                continue
+            xml = self._resolve(base, entry.xml, mets)
+            remote = entry.image is None or "://" in entry.image
+            image = None if remote else self._resolve(base, entry.image, mets)
+            pages.append(PageFile(len(pages), xml, image if image in self._members else None))
+        return pages, "mets"
+
+    def _resolve(self, base: PurePosixPath, href: str, mets: str) -> str:
+        name = str(base / href) if str(base) != "." else href
+        if name not in self._members and href not in self._members:
+            raise PipelineError(f"{self.path}: {mets} names {href!r}, which is not there")
+        return name if name in self._members else href
+
+    def _from_names(self, members: Iterable[str]) -> tuple[list[PageFile], str]:
+        xmls = sorted((m for m in members if PurePosixPath(m).suffix.lower() == ".xml"), key=natural_key)
+        pages = [PageFile(n, xml, None) for n, xml in enumerate(xmls)]
+        kind = "alto"
+        if pages:
+            with self._store.open(pages[0].xml) as stream:
+                kind = root_kind(stream, self.describe(pages[0]))
+        return pages, kind
+
+    def describe(self, page: PageFile) -> str:
+        """How messages name a page file: the bundle and the member."""
+        return f"{self.path}: {page.xml}"
+
+    def read(self, page: PageFile) -> PageData:
+        """Parse one page file (streaming)."""
+        with self._store.open(page.xml) as stream:
+            return read_page(stream, self.describe(page))
+
+    def image_of(self, page: PageFile, data: PageData) -> str | None:
+        """The page's image member: METS's, else the one its XML names, else the same base name."""
+        if page.image:
+            return page.image
+        parent = str(PurePosixPath(page.xml).parent)
+        declared = PurePosixPath(data.image_filename.replace("\\", "/")).name.lower()
+        return self._images.get((parent, declared)) or self._images.get(
+            (parent, PurePosixPath(page.xml).stem.lower())
+        )
+
+    def local_path(self, member: str) -> Path | None:
+        """Where a member is on disk without copying (folders only)."""
+        return self._store.local_path(member)
+
+    def extract(self, member: str, dest_dir: Path) -> Path:
+        """Copy a member below ``dest_dir`` (never outside it) and return its path."""
+        return self._store.extract(member, dest_dir)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _depth(name: str) -> tuple[int, str]:
+    return name.count("/"), name
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """Image width and height from the header only: libvips opens lazily and decodes no pixels."""
+    try:
+        image = pyvips.Image.new_from_file(str(path))
+    except pyvips.Error as exc:
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise PipelineError(f"{path}: not a readable image ({reason})") from None
+    return image.width, image.height
+
+
+# --- export source ---------------------------------------------------------------------------------
+
+
+class TypeTable:
+    """Type names → ``Typology`` with ids numbered from 1 in first-seen order (one per kind)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Typology] = {}
+
+    def add(self, names: Iterable[str]) -> None:
+        for name in sorted(names):
+            self.by_name.setdefault(name, Typology(len(self.by_name) + 1, name))
+
+    def get(self, name: str | None) -> Typology | None:
+        return self.by_name.get(name) if name else None
+
+    def all(self) -> tuple[Typology, ...]:
+        return tuple(self.by_name.values())
+
+
+def to_part(
+    data: PageData, *, part_id: int, document_id: int, order: int, image: str, image_path: str | None,
+    size: tuple[int, int], block_types: TypeTable, line_types: TypeTable,
+) -> Part:
+    """A model part from a parsed page: regions and lines numbered from 1 within the part."""
+    region_ids = {r.key: n for n, r in enumerate(data.blocks(), start=1)}
+    regions = tuple(
+        Region(region_ids[r.key], r.order, r.box or (), block_types.get(r.type), r.external_id)
+        for r in data.blocks()
+    )
+    lines = tuple(
+        Line(n, li.order, li.baseline, li.mask, region_ids.get(li.region) if li.region is not None else None,
+             line_types.get(li.type), li.external_id, li.text, li.confidence)
+        for n, li in enumerate(sorted(data.lines, key=lambda li: li.order), start=1)
+    )
+    return Part(
+        id=part_id, document_id=document_id, order=order, image=image, width=size[0], height=size[1],
+        original_filename=PurePosixPath(image).name, source=data.source, created_at=data.created_at,
+        updated_at=data.updated_at, image_path=image_path, regions=regions, lines=lines,
+    )
+
+
+class XmlSource:
+    """Export straight from a folder or zip (``pipeline export --source``): satisfies ``Source``.
+
+    With ``images`` the page images of a zip are extracted, one part at a time, to a temporary
+    folder removed on close (a folder's images are used in place).
+    """
+
+    DOCUMENT_ID = 1
+
+    def __init__(self, path: Path, *, layer: str = "manual", images: bool = False) -> None:
+        self.bundle = Bundle(path)
+        self.layer = layer
+        self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-source-") if images and self.bundle.is_zip \
+            else None
+        self._block_types = TypeTable()
+        self._line_types = TypeTable()
+
+    def close(self) -> None:
+        self.bundle.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> XmlSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def document(self) -> Document:
+        """The document: name from the path, one layer, the types of a first pass over every page."""
+        await anyio.to_thread.run_sync(self._scan_types)
+        blocks, lines = self._block_types.all(), self._line_types.all()
+        return Document(
+            id=self.DOCUMENT_ID, name=self.bundle.name, valid_block_types=blocks, valid_line_types=lines,
+            block_types=blocks, layers=(Layer(1, self.layer),), part_count=len(self.bundle.pages),
+        )
+
+    def _scan_types(self) -> None:
+        for page in self.bundle.pages:
+            blocks, lines = self.bundle.read(page).used_types()
+            self._block_types.add(blocks)
+            self._line_types.add(lines)
+
+    async def parts(
+        self, document: Document, layer: str = "manual", part_ids: Sequence[int] | None = None
+    ) -> AsyncIterator[Part]:
+        """Parts in bundle order (ids are 1-based page numbers), parsed as they are pulled."""
+        wanted = set(part_ids) if part_ids else None
+        for page in self.bundle.pages:
+            if wanted is None or page.order + 1 in wanted:
+                yield await anyio.to_thread.run_sync(self._part, page, document)
+
+    def _part(self, page: PageFile, document: Document) -> Part:
+        data = self.bundle.read(page)
+        member = self.bundle.image_of(page, data)
+        path = None
+        if member is not None:
+            path = self.bundle.local_path(member)
+            if path is None and self._tmp is not None:
+                path = self.bundle.extract(member, Path(self._tmp.name))
+        size = (data.width, data.height)
+        if (not data.width or not data.height) and path is not None:
+            size = header_size(path)
+        if not size[0] or not size[1]:
+            raise XmlError(f"{self.bundle.describe(page)}: no page size and no image to read it from")
+        return to_part(
+            data, part_id=page.order + 1, document_id=document.id, order=page.order,
+            image=member or data.image_filename or PurePosixPath(page.xml).with_suffix(".jpg").name,
+            image_path=str(path) if path else None, size=size,
+            block_types=self._block_types, line_types=self._line_types,
+        )
+
