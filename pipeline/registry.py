@@ -132,9 +132,24 @@ class Registry:
 
     def list(self, *, limit: int | None = None) -> Iterator[ExportRecord]:
         """Exports newest first."""
-        sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export ORDER BY started_at DESC, id DESC"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export ORDER BY started_at DESC, rowid DESC"
         rows = self._execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return (ExportRecord.from_row(r) for r in rows)
+
+    def find(self, **where: Any) -> list[ExportRecord]:
+        """Exports whose columns equal ``where`` (None matches NULL), newest first."""
+        if unknown := set(where) - set(COLUMNS):
+            raise ValueError(f"no registry column(s) {sorted(unknown)}")
+        clauses = [f"{key} IS ?" for key in where]
+        sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export"
+        sql += " WHERE " + " AND ".join(clauses) if clauses else ""
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        return [ExportRecord.from_row(r) for r in self._execute(sql, tuple(where.values()))]
+
+    def delete(self, export_ids: list[str]) -> None:
+        """Forget exports (retention); their files are the caller's to remove."""
+        with self._connect() as db:
+            db.executemany("DELETE FROM pipeline_export WHERE id = ?", [(i,) for i in export_ids])
 
     def get(self, export_id: str) -> ExportRecord:
         """One export by its id or a unique prefix of it."""

@@ -1,0 +1,356 @@
+"""Plan and run a job: select documents, fingerprint them, export what changed, prune, report.
+
+The plan reads every selected document's parts once (the same lazy iteration an export uses) to
+fingerprint them, so an unchanged document is skipped by content, not by timestamps, and a job
+killed midway resumes where it stopped: what completed has a matching fingerprint in the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pipeline import __version__, formats
+from pipeline.archive import TEMP_PREFIX, Output
+from pipeline.errors import PipelineError, UsageError
+from pipeline.export import (
+    Destination,
+    DocumentFailed,
+    ExportOptions,
+    ExportResult,
+    export_bulk,
+    export_document,
+)
+from pipeline.jobs.config import JobConfig
+from pipeline.jobs.progress import human_size, progress_for
+from pipeline.logcontext import where
+from pipeline.model import Document
+from pipeline.naming import slug
+from pipeline.registry import ExportRecord, Registry
+from pipeline.select import RegionFilter
+from pipeline.store import Corpus
+
+log = logging.getLogger("pipeline")
+
+#: archive names when ``archive.name`` is not set (the extension is added)
+DEFAULT_NAME = "export_doc{document_id}_{slug}_{format}_{date}{time}_{fingerprint}"
+#: rough compressed bytes per line and per part, by archive kind, for ``--dry-run`` estimates
+ESTIMATE = {True: (220, 2_000), False: (60, 0)}
+LOCK_NAME = ".pipeline-job.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """One document read in one layer: its data digest and what the estimate needs."""
+
+    digest: str
+    parts: int
+    lines: int
+    image_bytes: int
+
+
+@dataclass(slots=True)
+class Task:
+    """One archive to make: one document, or all of them in bulk mode, for one output."""
+
+    output: int
+    options: ExportOptions
+    documents: tuple[Document, ...]
+    fingerprint: str
+    parts: int
+    estimate: int
+    previous: ExportRecord | None = None
+
+    @property
+    def label(self) -> str:
+        names = ", ".join(d.name for d in self.documents[:3]) + ("..." if len(self.documents) > 3 else "")
+        return f"outputs[{self.output}] {self.options.format} {names}"
+
+
+@dataclass(slots=True)
+class Plan:
+    config: JobConfig
+    documents: list[Document]
+    tasks: list[Task]
+    now: datetime
+
+    @property
+    def todo(self) -> list[Task]:
+        return [t for t in self.tasks if t.previous is None]
+
+
+@dataclass(slots=True)
+class JobReport:
+    """What a run did; written as JSON next to the archives."""
+
+    job: str
+    started_at: str
+    exported: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# --- planning -----------------------------------------------------------------------------
+
+
+async def _select(corpus: Corpus, config: JobConfig) -> list[Document]:
+    wanted = set(config.select.tags)
+    return [
+        doc async for doc in corpus.documents(config.select.documents)
+        if not wanted or wanted.intersection(doc.tags)
+    ]
+
+
+def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> None:
+    """Layers and region types against the selected documents, all at once, before any export."""
+    problems: list[str] = []
+    for n, output in enumerate(config.outputs):
+        for doc in documents:
+            if doc.layer(output.layer) is None:
+                layers = ", ".join(la.name for la in doc.layers if not la.archived) or "none"
+                problems.append(f"outputs[{n}].layer: document {doc.name!r} has no layer "
+                                f"{output.layer!r} (layers: {layers})")
+            try:
+                RegionFilter.parse(output.export_options().regions, doc)
+            except UsageError as exc:
+                problems.append(f"outputs[{n}].regions: document {doc.name!r}: {exc}")
+    if problems:
+        raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
+
+
+async def _scan(corpus: Corpus, document: Document, layer: str) -> Scan:
+    """Digest of everything an export reads: the document, each part (geometry, texts, types...)
+    and each image file's size and mtime."""
+    sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
+    parts = lines = image_bytes = 0
+    async for part in corpus.parts(document, layer):
+        sha.update(repr(part).encode())
+        stat = _stat(part.image_path)
+        sha.update(f"|{stat and stat.st_size}|{stat and stat.st_mtime_ns}".encode())
+        parts, lines = parts + 1, lines + len(part.lines)
+        image_bytes += stat.st_size if stat else 0
+    return Scan(sha.hexdigest(), parts, lines, image_bytes)
+
+
+def _stat(path: str | None) -> os.stat_result | None:
+    try:
+        return os.stat(path) if path else None
+    except OSError:
+        return None
+
+
+def _fingerprint(options: ExportOptions, digests: Sequence[str]) -> str:
+    text = json.dumps([__version__, options.describe(), list(digests)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _estimate(options: ExportOptions, scan: Scan) -> int:
+    per_line, per_part = ESTIMATE[formats.get(options.format).zipped]
+    images = scan.image_bytes if options.images else 0
+    return images + per_line * scan.lines + per_part * scan.parts
+
+
+def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportRecord | None:
+    """The last complete export with this fingerprint still on disk in ``directory``, if any."""
+    for record in registry.find(fingerprint=fingerprint, status="complete"):
+        if record.path and Path(record.path).parent == directory and Path(record.path).is_file():
+            return record
+    return None
+
+
+async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = None) -> Plan:
+    """Select, check and fingerprint; mark the tasks whose archive is already up to date."""
+    registry = Registry(config.registry_path)
+    directory = config.archive.directory.resolve()
+    with Corpus.open(config.corpus, readonly=True) as corpus:
+        documents = await _select(corpus, config)
+        _check(config, documents, source)
+        scans = {(doc.id, layer): await _scan(corpus, doc, layer)
+                 for doc in documents for layer in dict.fromkeys(o.layer for o in config.outputs)}
+    tasks: list[Task] = []
+    bulk = config.archive.mode == "bulk"
+    for n, output in enumerate(config.outputs):
+        options = output.export_options()
+        groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
+        for group in groups:
+            group_scans = [scans[doc.id, options.layer] for doc in group]
+            fp = _fingerprint(options, [s.digest for s in group_scans])
+            task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
+                        sum(_estimate(options, s) for s in group_scans))
+            if config.select.changed_only:
+                task.previous = _unchanged(registry, fp, directory)
+            tasks.append(task)
+    return Plan(config, documents, tasks, now or datetime.now())
+
+
+def describe_plan(plan: Plan) -> Iterator[str]:
+    """The ``--dry-run`` listing."""
+    config = plan.config
+    yield f"job {config.name!r}: corpus {config.corpus}, {len(plan.documents)} documents, " \
+          f"{config.archive.mode} archives in {config.archive.directory}"
+    for doc in plan.documents:
+        yield f"  document {doc.id} {doc.name!r}: {doc.part_count} parts, tags {list(doc.tags)}"
+    for n, output in enumerate(config.outputs):
+        yield f"  outputs[{n}]: {json.dumps(output.model_dump(), default=str)}"
+    for task in plan.tasks:
+        state = f"unchanged since export {task.previous.id}" if task.previous else \
+            f"export, ~{human_size(task.estimate)}"
+        yield f"  {task.label}: {task.parts} parts, {state}"
+    todo = plan.todo
+    total = human_size(sum(t.estimate for t in todo))
+    yield f"{len(todo)} archives to write (~{total}), {len(plan.tasks) - len(todo)} unchanged"
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@contextmanager
+def job_lock(directory: Path) -> Iterator[None]:
+    """One job per archive folder at a time; then partial files of killed runs are safe to delete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_NAME, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"{directory}: another job is writing here") from None
+        for stale in directory.glob(f"{TEMP_PREFIX}*"):
+            log.info("removing %s, left by an interrupted run", stale.name)
+            stale.unlink(missing_ok=True)
+        yield
+
+
+def _archive_name(plan: Plan, task: Task) -> str:
+    spec = formats.get(task.options.format)
+    doc = task.documents[0] if len(task.documents) == 1 else None
+    template = plan.config.archive.name or DEFAULT_NAME
+    fields = {
+        "job": plan.config.name, "document_id": doc.id if doc else "all",
+        "slug": slug(doc.name if doc else plan.config.name), "format": spec.tag,
+        "date": f"{plan.now:%Y%m%d}", "time": f"{plan.now:%H%M%S}", "fingerprint": task.fingerprint[:12],
+    }
+    return f"{template.format(**fields)}.{'zip' if doc is None else spec.ext}"
+
+
+def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict[str, Any]:
+    docs = [{"id": d.id, "name": d.name} for d in task.documents]
+    item: dict[str, Any] = {"output": task.output, "format": task.options.format, "documents": docs,
+                            "fingerprint": task.fingerprint}
+    if result is not None:
+        item |= {"export_id": result.id, "path": str(result.path), "size": result.size,
+                 "sha256": result.sha256, "parts": result.parts, "skipped_images": result.report}
+    return item | extra
+
+
+async def _export(plan: Plan, task: Task, corpus: Corpus, registry: Registry) -> ExportResult:
+    """One archive; in bulk mode a failing document is dropped and the archive rebuilt without it."""
+    destination = Destination("file", plan.config.archive.directory.resolve() / _archive_name(plan, task))
+    if plan.config.archive.mode == "document":
+        return await export_document(corpus, task.documents[0], task.options, destination,
+                                     registry=registry, now=plan.now, fingerprint=task.fingerprint)
+    return await export_bulk(corpus, task.documents, task.options, destination, name=plan.config.name,
+                             registry=registry, now=plan.now, fingerprint=task.fingerprint)
+
+
+async def _run_task(plan: Plan, task: Task, corpus: Corpus, registry: Registry, report: JobReport) -> int:
+    """Export one task, recording the outcome; returns bytes written."""
+    started = time.monotonic()
+    while True:
+        try:
+            result = await _export(plan, task, corpus, registry)
+            break
+        except DocumentFailed as exc:  # bulk: drop the document, rebuild without it
+            log.error("%s: %s", task.label, exc)
+            report.failed.append(_entry(dataclasses.replace(task, documents=(exc.document,)), error=str(exc)))
+            task.documents = tuple(d for d in task.documents if d.id != exc.document.id)
+            if not task.documents:
+                return 0
+        except Exception as exc:  # one failing archive does not stop the others
+            log.error("%s: failed: %s", task.label, exc, exc_info=not isinstance(exc, PipelineError))
+            report.failed.append(_entry(task, error=str(exc)))
+            return 0
+    report.exported.append(_entry(task, result, duration_s=round(time.monotonic() - started, 3)))
+    report.pruned += _prune(plan, task, result, registry)
+    return result.size
+
+
+def _prune(plan: Plan, task: Task, result: ExportResult, registry: Registry) -> list[str]:
+    """Retention: keep the newest ``archive.keep`` complete exports of this document/bulk and format
+    in this folder; delete the older ones from disk and registry."""
+    keep = plan.config.archive.keep
+    if keep is None:
+        return []
+    directory = plan.config.archive.directory.resolve()
+    doc = task.documents[0] if plan.config.archive.mode == "document" else None
+    records = [
+        r for r in registry.find(document_id=doc.id if doc else None,
+                                 document_name=doc.name if doc else plan.config.name,
+                                 format=formats.get(task.options.format).name, status="complete")
+        if r.path and Path(r.path).parent == directory
+    ]
+    kept = {r.path for r in records[:keep]}
+    old = records[keep:]
+    for record in old:
+        if record.path not in kept:
+            Path(record.path).unlink(missing_ok=True)
+    registry.delete([r.id for r in old])
+    return [r.path for r in old if r.path and r.path not in kept]
+
+
+def write_report(report: JobReport, directory: Path) -> Path:
+    """``<job>-report.json`` next to the archives, replaced atomically."""
+    path = directory / f"{report.job}-report.json"
+    with Output(path) as out:
+        out.write(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False).encode())
+        out.commit()
+    return path
+
+
+async def run_job(plan: Plan) -> tuple[JobReport, Path]:
+    """Run the plan's tasks with bounded concurrency; returns the report and where it was written."""
+    config = plan.config
+    directory = config.archive.directory.resolve()
+    report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
+    started = time.monotonic()
+    registry = Registry(config.registry_path)
+    for task in plan.tasks:
+        if task.previous is not None:
+            report.skipped.append(_entry(task, reason="unchanged", export_id=task.previous.id,
+                                         path=task.previous.path))
+    todo = plan.todo
+    limiter = anyio.CapacityLimiter(config.concurrency)
+    with job_lock(directory), Corpus.open(config.corpus, readonly=True) as corpus, \
+            progress_for(sum(len(t.documents) for t in todo), sum(t.parts for t in todo)) as progress:
+
+        async def one(task: Task) -> None:
+            async with limiter:
+                size = await _run_task(plan, task, corpus, registry, report)
+            where.set("")  # progress lines are about the job, not the last part written
+            progress.advance(task.label, documents=len(task.documents), parts=task.parts, size=size)
+
+        async with anyio.create_task_group() as tg:
+            for task in todo:
+                tg.start_soon(one, task)
+        report.duration_s = round(time.monotonic() - started, 3)
+        path = write_report(report, directory)
+    if not todo:
+        log.info("job %s: nothing changed, nothing exported", config.name)
+    return report, path
