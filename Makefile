@@ -10,17 +10,17 @@ $(BIN)/pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps bratiaa==0.1.4
 	touch $@
 
 install: $(BIN)/pipeline
 
 demo: install
 	rm -rf $(DEMO)/corpus.sqlite $(DEMO)/corpus.media
+	mkdir -p $(DEMO)
 	$(BIN)/pipeline demo $(DEMO)/corpus.sqlite --documents 2 --parts 5
-	mkdir -p $(DEMO)/exports
-	$(BIN)/pipeline export --corpus $(DEMO)/corpus.sqlite --document 1 --format alto --images -o $(DEMO)/exports/
-	$(BIN)/pipeline export --corpus $(DEMO)/corpus.sqlite --document 1 --format page -o $(DEMO)/exports/
-	$(BIN)/pipeline export --corpus $(DEMO)/corpus.sqlite --document 1 --format text -o $(DEMO)/exports/
+	rm -rf $(DEMO)/exports
+	$(BIN)/pipeline run configs/demo.toml --set corpus=$(DEMO)/corpus.sqlite --set archive.directory=$(DEMO)/exports
 	$(BIN)/pipeline verify $(DEMO)/exports/*.zip
 	@echo "Demo exports are in $(abspath $(DEMO)/exports)"
 

@@ -12,12 +12,17 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
 from . import __version__
 from .errors import PipelineError, UsageError
 from .logcontext import configure_logging
+
+if TYPE_CHECKING:
+    from .sources import XmlSource
+    from .store import Corpus
 
 Handler = Callable[[argparse.Namespace], int]
 log = logging.getLogger("pipeline")
@@ -64,15 +69,20 @@ def cmd_export(args: argparse.Namespace) -> int:
                          keep_metadata=args.keep_metadata)
 
     async def run() -> int:
-        with Corpus.open(args.corpus) as corpus:
-            document = await corpus.document(args.document)
-            part_ids = await corpus.part_ids(document, parse_pages(args.parts)) if args.parts else None
+        with _export_source(args) as source:
+            if isinstance(source, Corpus):
+                document = await source.document(args.document)
+                part_ids = await source.part_ids(document, parse_pages(args.parts)) if args.parts else None
+            else:  # a folder or zip: part ids are the page numbers
+                document = await source.document()
+                part_ids = parse_pages(args.parts or "") or None
             options = ExportOptions(
                 format=args.format, layer=args.layer, regions=args.regions, part_ids=part_ids,
                 images=args.images, image=image, on_error=args.on_error,
+                unit=args.unit, offset_unit=args.offset_unit,
             )
-            registry = Registry(args.registry or args.corpus)
-            result = await export_document(corpus, document, options, Destination.parse(args.output),
+            registry = Registry(args.registry or args.corpus) if args.registry or args.corpus else None
+            result = await export_document(source, document, options, Destination.parse(args.output),
                                            registry=registry)
         if result.path is not None:
             print(result.path)
@@ -84,6 +94,79 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1 if result.report else 0
 
     return anyio.run(run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .jobs import describe_plan, load_config, plan_job, run_job
+
+    config = load_config(args.config, args.set)
+
+    async def run() -> int:
+        plan = await plan_job(config, args.config)
+        if args.dry_run:
+            print("\n".join(describe_plan(plan)))
+            return 0
+        report, path = await run_job(plan)
+        print(f"{len(report.exported)} archives written, {len(report.skipped)} unchanged, "
+              f"{len(report.failed)} failed; report: {path}")
+        return report.exit_code
+
+    return anyio.run(run)
+
+
+def _export_source(args: argparse.Namespace) -> Corpus | XmlSource:
+    """The corpus (``--corpus`` with ``--document``) or a folder/zip read directly (``--source``)."""
+    from .sources import XmlSource
+    from .store import Corpus
+
+    if args.source is not None:
+        if args.document is not None:
+            raise UsageError("--document goes with --corpus; --source is one document already")
+        return XmlSource(args.source, layer=args.layer, images=args.images)
+    if args.document is None:
+        raise UsageError("--corpus needs --document (an id or exact name)")
+    return Corpus.open(args.corpus)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import DEFAULT_MAX_PIXELS, import_paths
+    from .store import Corpus
+
+    xml_paths = [path for path in args.paths if not _is_text_archive(path)]
+    text_paths = [path for path in args.paths if _is_text_archive(path)]
+
+    async def run() -> int:
+        with Corpus.open(args.corpus, create=not args.corpus.exists()) as corpus:
+            if xml_paths:
+                summary = await import_paths(
+                    xml_paths, corpus, document=args.document, layer=args.layer, link=args.link,
+                    max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                )
+                if str(summary):
+                    print(summary)
+            for path in text_paths:
+                from .exchange import import_exchange
+
+                layer = args.layer or "manual"
+                print(await import_exchange(path, corpus, document=args.document, layer=layer))
+        return 0
+
+    return anyio.run(run)
+
+
+def _is_text_archive(path: Path) -> bool:
+    """An exchange archive (``test/`` entries) or a zip of only ``.txt`` files, not ALTO/PAGE."""
+    import zipfile
+
+    from .exchange import is_exchange_archive
+
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        return False
+    if is_exchange_archive(path):
+        return True
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+    return bool(names) and all(n.lower().endswith(".txt") for n in names)
 
 
 def cmd_exports_list(args: argparse.Namespace) -> int:
@@ -143,9 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("export", help="export one document to ALTO, PAGE or text")
-    p.add_argument("--corpus", required=True, type=Path, help="SQLite corpus file")
-    p.add_argument("--document", required=True, help="document id or exact name")
-    p.add_argument("--format", default="alto", choices=["alto", "page", "pagexml", "text"])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--corpus", type=Path, help="SQLite corpus file (with --document)")
+    where.add_argument("--source", type=Path, metavar="PATH",
+                       help="convert a folder or zip of ALTO/PAGE (with or without METS) directly")
+    p.add_argument("--document", help="document id or exact name (with --corpus)")
+    p.add_argument("--format", default="alto", choices=["alto", "page", "pagexml", "text", "exchange"])
+    p.add_argument("--unit", choices=["part", "document"], default="part",
+                   help="exchange format: one text per part (default) or per document")
+    p.add_argument("--offset-unit", choices=["codepoint", "utf16"], default="codepoint",
+                   help="exchange format: annotation offsets in code points (default) or UTF-16 units")
     p.add_argument("--layer", default="manual", help="transcription layer name (default: manual)")
     p.add_argument("--regions", help="region types to export: TYPE,...,undefined,orphan (default: all)")
     p.add_argument("--parts", help="pages to export, 1-based, e.g. 1-10,15 (default: all)")
@@ -161,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file, directory (default: current) or - for stdout")
     p.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="run the exports a TOML job file describes (see configs/)")
+    p.add_argument("config", type=Path, help="job file; its relative paths are relative to its folder")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and estimated sizes, write nothing")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. corpus=x.sqlite or archive.keep=3 (paths relative to CWD)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("import", help="import folders or zips of ALTO/PAGE (+ METS), or exchange archives")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="a folder or zip; one document each")
+    p.add_argument("--corpus", required=True, type=Path, help="SQLite corpus file (created if missing)")
+    p.add_argument("--document", help="document name (default: the folder or zip name)")
+    p.add_argument("--layer", help="layer name (default as eScriptorium: METS Import, Default ALTO Import "
+                   "or Default PAGE Import)")
+    p.add_argument("--link", action="store_true", help="reference the images in place, don't copy them")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="refuse images over N pixels, read from the header (default 500 million)")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("exports", help="list or show recorded exports")
     esub = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")

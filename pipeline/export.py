@@ -7,25 +7,27 @@ thread. Only names are kept per document (for METS); nothing else accumulates.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 import traceback
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from . import formats
+from . import exchange, formats
 from .archive import Output, ZipSink
 from .errors import PipelineError, UsageError
 from .images import ImageError, ImageJob, ImageOptions, ImageStage
 from .logcontext import where
 from .model import Document, Part
-from .naming import METS_NAME, EntryNamer, output_name
+from .naming import METS_NAME, EntryNamer, output_name, slug
 from .registry import Registry, new_export_id
 from .select import RegionFilter
 
@@ -33,6 +35,8 @@ from .select import RegionFilter
 LOOKAHEAD = 4
 #: images that could not be exported with ``on_error="skip"``, added just before METS
 REPORT_NAME = "export-report.json"
+#: bytes of a bulk archive's text entry kept in memory before spilling to a temporary file
+SPOOL_SIZE = 8 << 20
 
 
 class Source(Protocol):
@@ -58,6 +62,13 @@ class ExportOptions:
     images: bool = False
     image: ImageOptions = ImageOptions()
     on_error: Literal["fail", "skip"] = "fail"
+    #: exchange format: one text per ``part`` or per ``document``; offsets in code points or UTF-16
+    unit: Literal["part", "document"] = "part"
+    offset_unit: Literal["codepoint", "utf16"] = "codepoint"
+    #: exchange format: region type name -> section name ("" = no section); default upper-cased type
+    section_names: dict[str, str] | None = None
+    #: exchange format: document metadata key whose values are the categories (None: the tags)
+    categories: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +94,7 @@ class Destination:
 @dataclass(slots=True)
 class ExportResult:
     id: str
-    document: Document
+    document: Document | None  #: None for a bulk archive
     path: Path | None
     size: int = 0
     sha256: str = ""
@@ -99,8 +110,13 @@ async def export_document(
     *,
     registry: Registry | None = None,
     now: datetime | None = None,
+    fingerprint: str | None = None,
 ) -> ExportResult:
-    """Export one document; record it in ``registry``. Raises :class:`PipelineError` on failure."""
+    """Export one document; record it in ``registry``. Raises :class:`PipelineError` on failure.
+
+    ``fingerprint`` (of the data and options, see ``pipeline.jobs``) is recorded so a job can skip
+    documents that have not changed since their last export.
+    """
     spec = formats.get(options.format)
     if options.layer and document.layer(options.layer) is None:
         names = ", ".join(sorted(la.name for la in document.layers if not la.archived)) or "none"
@@ -112,14 +128,12 @@ async def export_document(
         registry.start(
             export_id, document_id=document.id, document_name=document.name, format=spec.name,
             layer=options.layer, options=options.describe(), path=str(final) if final else "-",
+            fingerprint=fingerprint,
         )
     result = ExportResult(export_id, document, final)
     try:
         with single_errors(), Output(final, overwrite=destination.kind == "file") as out:
-            if spec.zipped:
-                await _write_zip(source, document, options, spec, flt, out, result)
-            else:
-                await _write_text(source, document, options, spec, flt, out, result)
+            await _writer(spec)(source, document, options, spec, flt, out, result)
             result.path = await anyio.to_thread.run_sync(out.commit)
             result.size, result.sha256 = out.size, out.sha256
     except BaseException as exc:
@@ -156,9 +170,12 @@ async def _produce(
 
 async def _write_zip(
     source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
-    flt: RegionFilter, out: Output, result: ExportResult,
+    flt: RegionFilter, out: Output, result: ExportResult, sink: ZipSink | None = None, prefix: str = "",
 ) -> None:
-    sink = ZipSink(out)
+    """The document's entries; into ``sink`` under the folder ``prefix`` for a bulk archive (which the
+    caller closes), else into a zip of its own. METS names entries relative to its own folder."""
+    own = sink is None
+    sink = sink or ZipSink(out)
     namer = EntryNamer((METS_NAME, REPORT_NAME))
     pages: list[tuple[str | None, str | None]] = []
     skip = options.on_error == "skip"
@@ -172,9 +189,9 @@ async def _write_zip(
             async for part, job in jobs:
                 image_name, xml_name = namer.part_names(part.image_filename, part.order)
                 try:
-                    included = await _add_image(sink, image_name, job, result, skip=skip)
-                    sink.add(xml_name, spec.render_part(part, document, flt), "xml")
-                    pages.append((included, xml_name))
+                    included = await _add_image(sink, prefix + image_name, job, result, skip=skip)
+                    sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml")
+                    pages.append((image_name if included else None, xml_name))
                     await anyio.to_thread.run_sync(sink.flush)
                 except ImageError as exc:
                     raise PipelineError(f"document {document.name!r}, {exc}") from exc
@@ -182,24 +199,135 @@ async def _write_zip(
                     stage.release(job)
                 result.parts += 1
     if result.report:
-        sink.add(REPORT_NAME, json.dumps(result.report, indent=1, ensure_ascii=False).encode(), "data")
-    sink.add(METS_NAME, formats.mets.render(pages), "xml")
-    await anyio.to_thread.run_sync(sink.close)
+        report = json.dumps(result.report, indent=1, ensure_ascii=False).encode()
+        sink.add(prefix + REPORT_NAME, report, "data")
+    sink.add(prefix + METS_NAME, formats.mets.render(pages), "xml")
+    await anyio.to_thread.run_sync(sink.close if own else sink.flush)
 
 
 async def _write_text(
     source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
-    flt: RegionFilter, out: Output, result: ExportResult,
+    flt: RegionFilter, out: Output, result: ExportResult, sink: ZipSink | None = None, prefix: str = "",
 ) -> None:
+    """The document's text to ``out``, or as the entry ``<prefix><slug>.txt`` of a bulk ``sink``
+    (spooled to a temporary file first: a zip entry is read from a plain iterator)."""
+    with tempfile.SpooledTemporaryFile(SPOOL_SIZE, dir=_spill_dir(out)) as spool:
+        target = out if sink is None else spool
+        send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_produce, source, document, options, send)
+            async with receive:
+                async for part in receive:
+                    where.set(_describe(document, part))
+                    for chunk in spec.render_document([part], flt):
+                        target.write(chunk)
+                    result.parts += 1
+        if sink is not None:
+            spool.seek(0)
+            entry = f"{prefix}{slug(document.name) or 'document'}.{spec.ext}"
+            sink.add(entry, iter_file_object(spool), "data")
+            await anyio.to_thread.run_sync(sink.flush)
+
+
+def _spill_dir(out: Output) -> Path | None:
+    return out.final_path.parent if out.final_path else None
+
+
+def iter_file_object(handle: IO[bytes]) -> Iterator[bytes]:
+    """An open file's remaining bytes in chunks."""
+    while block := handle.read(1 << 16):
+        yield block
+
+
+def document_folder(document: Document) -> str:
+    """A document's folder in a bulk archive: ``<id>_<slug>/`` (the id keeps it unique)."""
+    return f"{document.id}_{slug(document.name) or 'document'}/"
+
+
+class DocumentFailed(PipelineError):
+    """One document of a bulk archive failed; the archive was abandoned (a job rebuilds it without)."""
+
+    def __init__(self, document: Document, cause: BaseException) -> None:
+        self.document = document
+        super().__init__(f"document {document.id} {document.name!r}: {cause}")
+
+
+async def export_bulk(
+    source: Source,
+    documents: Sequence[Document],
+    options: ExportOptions,
+    destination: Destination,
+    *,
+    name: str,
+    registry: Registry | None = None,
+    now: datetime | None = None,
+    fingerprint: str | None = None,
+) -> ExportResult:
+    """Export ``documents`` into ONE zip with a folder per document (each as its own export would
+    be, METS included), recorded in ``registry`` as ``name`` without a document id.
+
+    Raises :class:`DocumentFailed` naming the document that failed; nothing is published then.
+    """
+    spec = formats.get(options.format)
+    filters = [RegionFilter.parse(options.regions, doc) for doc in documents]
+    export_id = new_export_id()
+    final = _final_path(destination, Document(0, name), dataclasses.replace(spec, ext="zip"), export_id,
+                        now or datetime.now())
+    if registry is not None:
+        registry.start(export_id, document_id=None, document_name=name, format=spec.name, layer=options.layer,
+                       options=options.describe(), path=str(final) if final else "-", fingerprint=fingerprint)
+    result = ExportResult(export_id, None, final)
+    write = _writer(spec)
+    try:
+        with Output(final, overwrite=destination.kind == "file") as out:
+            sink = ZipSink(out)
+            for document, flt in zip(documents, filters, strict=True):
+                try:
+                    with single_errors():
+                        await write(source, document, options, spec, flt, out, result, sink,
+                                    document_folder(document))
+                except Exception as exc:
+                    raise DocumentFailed(document, exc) from exc
+            await anyio.to_thread.run_sync(sink.close)
+            result.path = await anyio.to_thread.run_sync(out.commit)
+            result.size, result.sha256 = out.size, out.sha256
+    except Exception as exc:
+        if registry is not None:
+            registry.fail(export_id, str(exc))
+        raise
+    if registry is not None:
+        registry.complete(export_id, path=str(result.path) if result.path else "-", size=result.size,
+                          sha256=result.sha256, part_count=result.parts, report=result.report or None)
+    return result
+
+
+async def _write_exchange(
+    source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
+    flt: RegionFilter, out: Output, result: ExportResult, sink: ZipSink | None = None, prefix: str = "",
+) -> None:
+    """The exchange archive (``test/`` + ``ann/`` at the root); in a bulk ``sink`` the entries stay
+    at the root, their names prefixed with the document folder name, so the archive remains one."""
+    target = sink or ZipSink(out)
     send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
     async with anyio.create_task_group() as tg:
         tg.start_soon(_produce, source, document, options, send)
         async with receive:
-            async for part in receive:
-                where.set(_describe(document, part))
-                for chunk in spec.render_document([part], flt):
-                    out.write(chunk)
-                result.parts += 1
+            result.parts += await exchange.write_entries(receive, document, options, flt, target,
+                                                         prefix.rstrip("/"))
+    if sink is None:
+        await anyio.to_thread.run_sync(target.close)
+        exchange.warn_archive_size(out.size)
+
+
+#: dedicated writers named by ``FormatSpec.writer``
+WRITERS = {"exchange": _write_exchange}
+
+
+def _writer(spec: formats.FormatSpec) -> Callable[..., Awaitable[None]]:
+    """The writer of a format: dedicated, per page (zipped XML) or one stream of text."""
+    if spec.writer:
+        return WRITERS[spec.writer]
+    return _write_zip if spec.zipped else _write_text
 
 
 def _describe(document: Document, part: Part) -> str:

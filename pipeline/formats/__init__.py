@@ -22,13 +22,16 @@ DocumentRenderer = Callable[[Iterable[Part], RegionFilter], Iterator[bytes]]
 
 @dataclass(frozen=True, slots=True)
 class FormatSpec:
-    """One export format. Exactly one of ``render_part`` / ``render_document`` is set."""
+    """One export format. Exactly one of ``render_part`` / ``render_document`` / ``writer`` is set;
+    ``writer`` names a dedicated archive writer (export.py's ``WRITERS``) for formats that are
+    neither per-page XML nor one stream of text."""
 
     name: str
     tag: str  #: the ``<format>`` part of the output file name (spec 6.1)
     ext: str
     render_part: PageRenderer | None = None
     render_document: DocumentRenderer | None = None
+    writer: str | None = None
 
     @property
     def zipped(self) -> bool:
@@ -40,6 +43,7 @@ _SPECS = (
     FormatSpec("alto", "alto", "zip", render_part=alto.render),
     FormatSpec("page", "pagexml", "zip", render_part=page.render),
     FormatSpec("text", "text", "txt", render_document=text.render),
+    FormatSpec("exchange", "exchange", "zip", writer="exchange"),
 )
 #: name or alias -> format; ``pagexml`` is upstream's name for PAGE
 FORMATS: dict[str, FormatSpec] = {spec.name: spec for spec in _SPECS} | {"pagexml": _SPECS[1]}
