@@ -7,6 +7,7 @@ The registry is a table in an SQLite file (the corpus file by default).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import uuid
@@ -122,6 +123,23 @@ class Registry:
             "UPDATE pipeline_export SET status = 'complete', path = ?, size = ?, sha256 = ?, part_count = ?,"
             " finished_at = ?, report = ? WHERE id = ?",
             (path, size, sha256, part_count, _now(), json.dumps(report) if report else None, export_id),
+        )
+
+    def recover(self, export_id: str) -> None:
+        """Mark complete an export whose file is at its final name but whose run died before saying so.
+
+        Files only get their final name when complete, so the file's size and sha256 are the export's.
+        """
+        record = self.get(export_id)
+        path = Path(record.path or "")
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        self._execute(
+            "UPDATE pipeline_export SET status = 'complete', size = ?, sha256 = ?, finished_at = ?,"
+            " error = 'recorded after an interrupted run' WHERE id = ? AND status = 'running'",
+            (path.stat().st_size, digest.hexdigest(), _now(), export_id),
         )
 
     def fail(self, export_id: str, error: str) -> None:

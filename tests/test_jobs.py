@@ -172,3 +172,26 @@ def test_killed_job_resumes(tmp_path: Path) -> None:
     assert len(zips(out)) == 6
     assert all(verify_archive(z) == [] for z in zips(out))
     assert not list(out.glob(f"{TEMP_PREFIX}*"))
+
+
+def test_archive_published_before_its_registry_update_is_recovered(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kill between the rename and the registry update leaves a complete file and a 'running'
+    record: the next run takes the file as done and records it, instead of exporting it again."""
+    out = tmp_path / "out"
+    per_document = ("--set", 'archive.mode="document"', "--set",
+                    'archive.name="{document_id}_{format}_{fingerprint}"')
+    assert run("nightly.toml", corpus, out, *per_document) == 0
+    first = archives(out)
+    with sqlite3.connect(corpus) as db:
+        (victim, sha) = db.execute("SELECT id, sha256 FROM pipeline_export LIMIT 1").fetchone()
+        db.execute("UPDATE pipeline_export SET status = 'running', size = NULL, sha256 = NULL WHERE id = ?",
+                   (victim,))
+    capsys.readouterr()
+    assert run("nightly.toml", corpus, out, *per_document) == 0
+    assert "0 archives written, 4 unchanged" in capsys.readouterr().out
+    assert archives(out) == first
+    with sqlite3.connect(corpus) as db:
+        row = db.execute("SELECT status, sha256 FROM pipeline_export WHERE id = ?", (victim,)).fetchone()
+    assert row == ("complete", sha)

@@ -170,10 +170,16 @@ def _estimate(options: ExportOptions, scan: Scan) -> int:
 
 
 def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportRecord | None:
-    """The last complete export with this fingerprint still on disk in ``directory``, if any."""
-    for record in registry.find(fingerprint=fingerprint, status="complete"):
-        if record.path and Path(record.path).parent == directory and Path(record.path).is_file():
-            return record
+    """The last finished export with this fingerprint still on disk in ``directory``, if any.
+
+    A ``running`` record whose file exists counts as finished: outputs only appear at their final
+    name once complete, so the run that wrote it was killed between the rename and the registry
+    update. ``run_job`` then records it as complete.
+    """
+    for status in ("complete", "running"):
+        for record in registry.find(fingerprint=fingerprint, status=status):
+            if record.path and Path(record.path).parent == directory and Path(record.path).is_file():
+                return record
     return None
 
 
@@ -333,6 +339,8 @@ async def run_job(plan: Plan) -> tuple[JobReport, Path]:
     registry = Registry(config.registry_path)
     for task in plan.tasks:
         if task.previous is not None:
+            if task.previous.status == "running":
+                registry.recover(task.previous.id)
             report.skipped.append(_entry(task, reason="unchanged", export_id=task.previous.id,
                                          path=task.previous.path))
     todo = plan.todo
