@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import sys
 import threading
 import uuid
@@ -28,7 +29,10 @@ EntryKind = Literal["xml", "image", "data"]
 COMPRESSION: dict[EntryKind, int] = {"xml": ZIP_DEFLATED, "data": ZIP_DEFLATED, "image": ZIP_STORED}
 DEFLATE_LEVEL = 6
 TEMP_PREFIX = ".pipeline-partial-"
-CHUNK = 1 << 16
+CHUNK = 1 << 20
+#: the output thread writes blocks of at least this size, at most WRITE_QUEUE of them waiting
+WRITE_BLOCK = 1 << 18
+WRITE_QUEUE = 16
 
 
 #: 1980-01-01, the earliest zip timestamp: used when the data has no time of its own
@@ -75,9 +79,12 @@ def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
 class Output:
     """A byte sink with a running size and sha256; atomic when it is a file.
 
-    ``commit()`` publishes the file under its final name; ``abort()`` (or leaving the ``with``
-    block on an exception) removes the temporary file. With ``overwrite=False`` an existing
-    final name is never replaced: ``commit`` picks ``name_2``, ``name_3``... instead.
+    Writing and hashing run on a thread of their own, fed through a bounded queue, so they overlap
+    with reading, CRC and compression on the caller's thread (both release the GIL on large
+    buffers). ``commit()`` waits for them, syncs the file and publishes it under its final name;
+    ``abort()`` (or leaving the ``with`` block on an exception) removes the temporary file. With
+    ``overwrite=False`` an existing final name is never replaced: ``commit`` picks ``name_2``,
+    ``name_3``... instead.
     """
 
     def __init__(self, path: Path | None, *, overwrite: bool = True) -> None:
@@ -93,22 +100,61 @@ class Output:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
             self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/abort
+        self._pending = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._drain, name="pipeline-output", daemon=True)
+        self._writer.start()
 
     @property
     def sha256(self) -> str:
         return self._sha.hexdigest()
 
     def write(self, data: bytes) -> None:
-        self._fh.write(data)
-        self._sha.update(data)
+        """Queue ``data``; small writes are gathered into blocks of :data:`WRITE_BLOCK` bytes,
+        large ones go as they are (no copy)."""
         self.size += len(data)
+        if len(data) < WRITE_BLOCK:
+            self._pending += data
+            if len(self._pending) < WRITE_BLOCK:
+                return
+            data = bytes(self._pending)
+        elif self._pending:
+            self._put(bytes(self._pending))
+        self._pending.clear()
+        self._put(data)
+
+    def _put(self, block: bytes | None) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def _drain(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._fh.write(block)
+                    self._sha.update(block)
+                except BaseException as exc:  # reported to the producer by _put/_finish
+                    self._error = exc
+
+    def _finish(self) -> None:
+        """Write what is pending and wait for the writer thread; re-raise its error."""
+        if self._writer.is_alive():
+            if self._pending:
+                self._put(bytes(self._pending))
+                self._pending.clear()
+            self._queue.put(None)
+            self._writer.join()
+        if self._error is not None:
+            raise self._error
+        self._fh.flush()
 
     def commit(self) -> Path | None:
-        """Flush, sync and move the file to its final name; return that name."""
+        """Finish writing, sync and move the file to its final name; return that name."""
+        self._finish()
         if self._tmp is None:
-            self._fh.flush()
             return None
-        self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
         assert self.final_path is not None
@@ -122,6 +168,10 @@ class Output:
 
     def abort(self) -> None:
         """Drop the temporary file; nothing appears at the final name."""
+        if self._writer.is_alive():
+            self._error = self._error or RuntimeError("aborted")
+            self._queue.put(None)
+            self._writer.join()
         if self._tmp is not None:
             self._fh.close()
             self._tmp.unlink(missing_ok=True)
