@@ -322,3 +322,19 @@ def test_memory_stays_flat_over_thousands_of_parts(big_corpus: Path) -> None:
     finally:
         tracemalloc.stop()
     assert large <= max(small * 1.5, small + 2 * 1024 * 1024), (small, large)
+
+
+@pytest.mark.parametrize(("column", "value"), [
+    ("mask", "[[1, 2], [3, 4"),      # not JSON
+    ("baseline", "[[1, 2, 3]]"),     # not x,y pairs
+    ("baseline", "[1, 2]"),          # not a list of points
+    ("mask", "[[1, 2]] [[3, 4]]"),   # two values
+])
+def test_a_corrupt_polygon_names_its_line(tmp_path: Path, column: str, value: str) -> None:
+    corpus = tmp_path / "c.sqlite"
+    build_demo(corpus, documents=1, parts=2, lines=12, image_size=(200, 300), link_images=True)
+    with contextlib.closing(sqlite3.connect(corpus)) as conn, conn:
+        (line_id,) = conn.execute('SELECT id FROM core_line WHERE "order" = 3 LIMIT 1').fetchone()
+        conn.execute(f"UPDATE core_line SET {column} = ? WHERE id = ?", (value, line_id))
+    with pytest.raises(CorpusError, match=rf"bad polygon in line {line_id}\b"):
+        run(_all_parts, corpus)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -82,13 +82,41 @@ def timestamp(value: str | None) -> datetime | None:
 
 def polygon(text: str | None, what: str) -> Polygon | None:
     """Parse a JSON point list ``[[x, y], ...]``; NULL or ``[]`` give None."""
-    if text is None:
-        return None
+    return polygons([text], lambda _: what)[0]
+
+
+def polygons(texts: Sequence[str | None], what: Callable[[int], str]) -> list[Polygon | None]:
+    """Parse many JSON point lists with one decoder call (a part's worth: the per-call overhead of
+    ``json.loads`` is most of the cost of small polygons); NULL or ``[]`` give None.
+    ``what(i)`` names the i-th one in an error."""
     try:
-        points = json.loads(text)
-        return tuple((p[0], p[1]) for p in points) or None
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise CorpusError(f"bad polygon in {what}: {text[:80]!r}") from exc
+        decoded = json.loads(f"[{','.join('null' if t is None else t for t in texts)}]")
+        if len(decoded) != len(texts):
+            raise ValueError("a polygon is not one JSON value")
+    except ValueError as exc:
+        bad = next((i for i, t in enumerate(texts) if t is not None and not _is_json(t)), 0)
+        raise CorpusError(f"bad polygon in {what(bad)}: {str(texts[bad])[:80]!r}") from exc
+    result: list[Polygon | None] = []
+    for i, points in enumerate(decoded):
+        if points is None:
+            result.append(None)
+            continue
+        try:
+            shaped = tuple(map(tuple, points))
+        except TypeError:
+            shaped = ((),)
+        if shaped and set(map(len, shaped)) != {2}:
+            raise CorpusError(f"bad polygon in {what(i)}: {str(texts[i])[:80]!r}")
+        result.append(shaped or None)
+    return result
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _typologies(conn: sqlite3.Connection, sql: str) -> Iterable[tuple[int, Typology]]:
@@ -333,33 +361,35 @@ class PartReader:
             raise CorpusError(f"part {part_id}: cannot read the size of image {path}: {reason}") from exc
 
     def _regions(self, params: dict[str, int]) -> tuple[Region, ...]:
+        rows = self._conn.execute(_BLOCKS, params).fetchall()
+        boxes = polygons([r[2] for r in rows], lambda i: f"block {rows[i][0]}")
         return tuple(
             Region(
                 id=bid,
                 order=order,
-                box=polygon(box, f"block {bid}") or (),
+                box=box or (),
                 type=self._block_types.get(type_id) if type_id is not None else None,
                 external_id=ext,
             )
-            for bid, order, box, type_id, ext in self._conn.execute(_BLOCKS, params)
+            for (bid, order, _, type_id, ext), box in zip(rows, boxes, strict=True)
         )
 
     def _lines(self, params: dict[str, int]) -> tuple[Line, ...]:
+        rows = self._conn.execute(_LINES, params).fetchall()
+        shapes = polygons([t for r in rows for t in (r[2], r[3])], lambda i: f"line {rows[i // 2][0]}")
         return tuple(
             Line(
                 id=lid,
                 order=order,
-                baseline=polygon(baseline, f"line {lid}"),
-                mask=polygon(mask, f"line {lid}"),
+                baseline=shapes[2 * i],
+                mask=shapes[2 * i + 1],
                 region_id=block_id,
                 type=self._line_types.get(type_id) if type_id is not None else None,
                 external_id=ext,
                 text=content,
                 confidence=confidence,
             )
-            for lid, order, baseline, mask, block_id, type_id, ext, content, confidence in self._conn.execute(
-                _LINES, params
-            )
+            for i, (lid, order, _, _, block_id, type_id, ext, content, confidence) in enumerate(rows)
         )
 
     def _annotations(self, params: dict[str, int]) -> tuple[TextAnnotation, ...]:
