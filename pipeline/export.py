@@ -187,10 +187,12 @@ async def _write_zip(
         tg.start_soon(stage.feed if options.images else _without_images, receive, jobs_send)
         async with jobs:
             async for part, job in jobs:
+                where.set(_describe(document, part))
                 image_name, xml_name = namer.part_names(part.image_filename, part.order)
                 try:
-                    included = await _add_image(sink, prefix + image_name, job, result, skip=skip)
-                    sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml")
+                    included = await _add_image(sink, prefix + image_name, job, result, skip=skip,
+                                                when=part.updated_at)
+                    sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml", part.updated_at)
                     pages.append((image_name if included else None, xml_name))
                     await anyio.to_thread.run_sync(sink.flush)
                 except ImageError as exc:
@@ -198,10 +200,11 @@ async def _write_zip(
                 if job is not None:
                     stage.release(job)
                 result.parts += 1
+    where.set(f"document {document.name!r}")
     if result.report:
         report = json.dumps(result.report, indent=1, ensure_ascii=False).encode()
-        sink.add(prefix + REPORT_NAME, report, "data")
-    sink.add(prefix + METS_NAME, formats.mets.render(pages), "xml")
+        sink.add(prefix + REPORT_NAME, report, "data", document.updated_at)
+    sink.add(prefix + METS_NAME, formats.mets.render(pages), "xml", document.updated_at)
     await anyio.to_thread.run_sync(sink.close if own else sink.flush)
 
 
@@ -356,7 +359,8 @@ async def _without_images(
 
 
 async def _add_image(
-    sink: ZipSink, name: str, job: ImageJob | None, result: ExportResult, *, skip: bool
+    sink: ZipSink, name: str, job: ImageJob | None, result: ExportResult, *, skip: bool,
+    when: datetime | None = None,
 ) -> str | None:
     """Queue the part's image entry and return its name; with ``skip`` a bad image is reported instead.
 
@@ -371,5 +375,5 @@ async def _add_image(
             raise
         result.report.append(exc.report())
         return None
-    sink.add(name, data, "image")
+    sink.add(name, data, "image", when)
     return name

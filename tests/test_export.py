@@ -38,7 +38,9 @@ def run(*args: str | Path) -> int:
 
 
 def export(corpus: Path, out: Path, *args: str) -> Path:
-    assert run("export", "--corpus", corpus, "--document", "1", "-o", out, *args) == 0
+    """Export document 1; the registry goes next to the output, not into the shared corpus."""
+    registry = out.parent / "registry.sqlite"
+    assert run("export", "--corpus", corpus, "--document", "1", "-o", out, "--registry", registry, *args) == 0
     return out
 
 
