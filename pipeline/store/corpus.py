@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 #: documents listed per statement when iterating the whole corpus
 DOCUMENT_PAGE = 64
+#: parts built per worker-thread call (see ``Corpus._build``)
+BUILD_BATCH = 4
 #: SQLite page cache (KiB). Parts are read once, in order, so a large cache only grows memory
 #: with the corpus size (the default is 2 MiB) without saving reads.
 CACHE_KIB = 256
@@ -189,14 +191,23 @@ class Corpus:
         if part_ids:
             ordered = await self._run(parts.check_part_ids, part_ids)
             for start in range(0, len(ordered), reader.PART_PAGE):
-                for row in await self._run(parts.page_of, ordered[start : start + reader.PART_PAGE]):
-                    yield await self._run(parts.build, row)
+                rows = await self._run(parts.page_of, ordered[start : start + reader.PART_PAGE])
+                async for built in self._build(parts, rows):
+                    yield built
             return
         after: tuple[int, int] | None = None
         while rows := await self._run(parts.page_after, after):
-            for row in rows:
-                yield await self._run(parts.build, row)
+            async for built in self._build(parts, rows):
+                yield built
             after = (rows[-1][2], rows[-1][0])
+
+    async def _build(self, parts: reader.PartReader, rows: Sequence[tuple]) -> AsyncIterator[Part]:
+        """Build parts a few at a time per worker-thread call: each call wakes the event loop, and
+        per part that costs as much as reading a small page. Memory holds at most BUILD_BATCH parts."""
+        for start in range(0, len(rows), BUILD_BATCH):
+            batch = rows[start : start + BUILD_BATCH]
+            for built in await self._run(lambda b=batch: [parts.build(r) for r in b]):
+                yield built
 
     # -- writing -----------------------------------------------------------------------------
 
