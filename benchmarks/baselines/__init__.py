@@ -1,0 +1,1 @@
+"""Baseline exporters the pipeline is measured against (see ``benchmarks.compare``)."""
