@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export", help="export one document to ALTO, PAGE or text")
+    p = sub.add_parser("export", help="export one document to ALTO, PAGE, text or an exchange archive")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--corpus", type=Path, help="SQLite corpus file (with --document)")
     where.add_argument("--source", type=Path, metavar="PATH",

@@ -364,6 +364,14 @@ class ImportSummary:
     passthrough: int = 0
     warnings: list[str] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        what = "exchange archive" if self.kind == "exchange" else "text container"
+        return (f"{self.archive} ({what}): {self.documents} documents, {self.parts} parts, "
+                f"{self.lines} lines, {self.categories} categories, {self.extractions} extractions, "
+                f"{self.sections} sections"
+                + (f", {self.passthrough} other brat lines kept" if self.passthrough else "")
+                + (f", {len(self.warnings)} warnings" if self.warnings else ""))
+
 
 def _junk(member: str) -> bool:
     path = PurePosixPath(member)
