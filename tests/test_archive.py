@@ -76,3 +76,19 @@ def test_slug_and_output_name() -> None:
     name = output_name(12, "Fish & Chips", "alto", "zip", datetime(2024, 7, 3, 15, 12, 9), "abcd1234")
     assert name == "export_doc12_fish_chips_alto_20240703151209_abcd1234.zip"
     assert safe_basename('C:\\scans\\a:b*?.jpg') == "a_b__.jpg"
+
+
+def test_more_than_65535_entries_switch_to_zip64_by_themselves(tmp_path: Path) -> None:
+    out = Output(tmp_path / "many.zip")
+    sink = ZipSink(out)
+    count = 65_536 + 10
+    for i in range(count):
+        sink.add(f"p{i}.xml", b"<a/>", "xml")
+        if i % 4096 == 0:
+            sink.flush()
+    sink.close()
+    out.commit()
+    with zipfile.ZipFile(tmp_path / "many.zip") as zf:
+        names = zf.namelist()
+        assert len(names) == count and names[-1] == f"p{count - 1}.xml"
+        assert zf.read(names[-1]) == b"<a/>"
