@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import IO, BinaryIO, Literal
 
 import zipstream.ng
 from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
@@ -243,6 +243,10 @@ class ZipSink:
 def iter_file(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
     """Read a file lazily in chunks."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            yield block
+        yield from iter_chunks(fh, chunk)
 
+
+def iter_chunks(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:
+    """An open file's remaining bytes, lazily, in chunks."""
+    while block := handle.read(chunk):
+        yield block

@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from . import exchange, formats
-from .archive import Output, ZipSink
+from .archive import Output, ZipSink, iter_chunks
 from .errors import PipelineError, UsageError
 from .images import ImageError, ImageJob, ImageOptions, ImageStage
 from .logcontext import where
@@ -124,28 +124,54 @@ async def export_document(
     flt = RegionFilter.parse(options.regions, document)
     export_id = new_export_id()
     final = _final_path(destination, document, spec, export_id, now or datetime.now())
-    if registry is not None:
-        registry.start(
-            export_id, document_id=document.id, document_name=document.name, format=spec.name,
-            layer=options.layer, options=options.describe(), path=str(final) if final else "-",
-            fingerprint=fingerprint,
-        )
     result = ExportResult(export_id, document, final)
-    try:
-        with single_errors(), Output(final, overwrite=destination.kind == "file") as out:
-            await _writer(spec)(source, document, options, spec, flt, out, result)
-            result.path = await anyio.to_thread.run_sync(out.commit)
-            result.size, result.sha256 = out.size, out.sha256
-    except BaseException as exc:
-        if registry is not None and isinstance(exc, Exception):
-            registry.fail(export_id, str(exc) if isinstance(exc, PipelineError) else traceback.format_exc())
-        raise
-    if registry is not None:
-        registry.complete(
-            export_id, path=str(result.path) if result.path else "-", size=result.size,
-            sha256=result.sha256, part_count=result.parts, report=result.report or None,
-        )
+    recording = _Recording(registry, result, document.id, document.name, spec, options, fingerprint)
+    with recording, single_errors(), Output(final, overwrite=destination.kind == "file") as out:
+        await _writer(spec)(source, document, options, spec, flt, out, result)
+        await _commit(out, result)
     return result
+
+
+class _Recording:
+    """The registry side of one export: ``running`` on entry, then ``complete`` or ``failed``.
+
+    A failure is recorded with its message (a user error) or its traceback (a bug); an export
+    killed midway stays ``running``, never ``complete``.
+    """
+
+    def __init__(
+        self, registry: Registry | None, result: ExportResult, document_id: int | None, name: str,
+        spec: formats.FormatSpec, options: ExportOptions, fingerprint: str | None,
+    ) -> None:
+        self.registry, self.result = registry, result
+        if registry is not None:
+            registry.start(
+                result.id, document_id=document_id, document_name=name, format=spec.name,
+                layer=options.layer, options=options.describe(),
+                path=str(result.path) if result.path else "-", fingerprint=fingerprint,
+            )
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _: object) -> None:
+        if self.registry is None:
+            return
+        result = self.result
+        if exc is None:
+            self.registry.complete(
+                result.id, path=str(result.path) if result.path else "-", size=result.size,
+                sha256=result.sha256, part_count=result.parts, report=result.report or None,
+            )
+        elif isinstance(exc, Exception):
+            message = str(exc) if isinstance(exc, PipelineError) else "".join(traceback.format_exception(exc))
+            self.registry.fail(result.id, message)
+
+
+async def _commit(out: Output, result: ExportResult) -> None:
+    """Publish the output under its final name and note its size and checksum."""
+    result.path = await anyio.to_thread.run_sync(out.commit)
+    result.size, result.sha256 = out.size, out.sha256
 
 
 def _final_path(
@@ -228,18 +254,12 @@ async def _write_text(
         if sink is not None:
             spool.seek(0)
             entry = f"{prefix}{slug(document.name) or 'document'}.{spec.ext}"
-            sink.add(entry, iter_file_object(spool), "data")
+            sink.add(entry, iter_chunks(spool), "data", document.updated_at)
             await anyio.to_thread.run_sync(sink.flush)
 
 
 def _spill_dir(out: Output) -> Path | None:
     return out.final_path.parent if out.final_path else None
-
-
-def iter_file_object(handle: IO[bytes]) -> Iterator[bytes]:
-    """An open file's remaining bytes in chunks."""
-    while block := handle.read(1 << 16):
-        yield block
 
 
 def document_folder(document: Document) -> str:
@@ -276,31 +296,20 @@ async def export_bulk(
     export_id = new_export_id()
     final = _final_path(destination, Document(0, name), dataclasses.replace(spec, ext="zip"), export_id,
                         now or datetime.now())
-    if registry is not None:
-        registry.start(export_id, document_id=None, document_name=name, format=spec.name, layer=options.layer,
-                       options=options.describe(), path=str(final) if final else "-", fingerprint=fingerprint)
     result = ExportResult(export_id, None, final)
     write = _writer(spec)
-    try:
-        with Output(final, overwrite=destination.kind == "file") as out:
-            sink = ZipSink(out)
-            for document, flt in zip(documents, filters, strict=True):
-                try:
-                    with single_errors():
-                        await write(source, document, options, spec, flt, out, result, sink,
-                                    document_folder(document))
-                except Exception as exc:
-                    raise DocumentFailed(document, exc) from exc
-            await anyio.to_thread.run_sync(sink.close)
-            result.path = await anyio.to_thread.run_sync(out.commit)
-            result.size, result.sha256 = out.size, out.sha256
-    except Exception as exc:
-        if registry is not None:
-            registry.fail(export_id, str(exc))
-        raise
-    if registry is not None:
-        registry.complete(export_id, path=str(result.path) if result.path else "-", size=result.size,
-                          sha256=result.sha256, part_count=result.parts, report=result.report or None)
+    with _Recording(registry, result, None, name, spec, options, fingerprint), \
+            Output(final, overwrite=destination.kind == "file") as out:
+        sink = ZipSink(out)
+        for document, flt in zip(documents, filters, strict=True):
+            try:
+                with single_errors():
+                    folder = document_folder(document)
+                    await write(source, document, options, spec, flt, out, result, sink, folder)
+            except Exception as exc:
+                raise DocumentFailed(document, exc) from exc
+        await anyio.to_thread.run_sync(sink.close)
+        await _commit(out, result)
     return result
 
 
