@@ -53,20 +53,34 @@ class _DataTimedInfo(zipstream.ng.ZipStreamInfo):
 zipstream.ng.ZipStreamInfo = _DataTimedInfo  # type: ignore[misc]
 
 
-class _CentralRecord:
-    """What the footer needs of a written entry: its central directory record, as bytes.
+class _CentralDirectory:
+    """The central directory records of the written entries, in one contiguous buffer.
 
-    zipstream-ng keeps each entry's whole ZipInfo until the footer; a record is a fifth of that,
-    which keeps memory flat over tens of thousands of entries.
+    zipstream-ng keeps each entry's whole ZipInfo until the footer: over tens of thousands of
+    entries those small long-lived objects pin the allocator's pools among transient ones and
+    memory creeps up. zipstream's file list keeps one slot per entry (for the count): the first
+    slot yields the whole buffer, the others nothing.
     """
 
     __slots__ = ("data",)
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self) -> None:
+        self.data = bytearray()
 
     def _central_directory_header_data(self) -> bytes:
-        return self.data
+        return bytes(self.data)
+
+
+class _Recorded:
+    """The slot of an entry whose record is already in the :class:`_CentralDirectory`."""
+
+    __slots__ = ()
+
+    def _central_directory_header_data(self) -> bytes:
+        return b""
+
+
+_RECORDED = _Recorded()
 
 
 def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
@@ -211,6 +225,7 @@ class ZipSink:
         self._level = deflate_level
         self._out = out
         self._times: deque[tuple[int, ...]] = deque()
+        self._central = _CentralDirectory()
 
     def add(
         self, name: str, data: Path | Iterable[bytes] | bytes, kind: EntryKind, when: datetime | None = None
@@ -232,7 +247,8 @@ class ZipSink:
             _entry_time.value = self._times.popleft()
             for chunk in self._zs.file():
                 write(chunk)
-            written[-1] = _CentralRecord(written[-1]._central_directory_header_data())
+            self._central.data += written[-1]._central_directory_header_data()
+            written[-1] = self._central if len(written) == 1 else _RECORDED
 
     def close(self) -> None:
         self.flush()

@@ -27,7 +27,7 @@ from .errors import PipelineError, UsageError
 from .images import ImageError, ImageJob, ImageOptions, ImageStage
 from .logcontext import where
 from .model import Document, Part
-from .naming import METS_NAME, EntryNamer, output_name, slug
+from .naming import METS_NAME, EntryNamer, PageIndex, output_name, slug
 from .registry import Registry, new_export_id
 from .select import RegionFilter
 
@@ -203,7 +203,7 @@ async def _write_zip(
     own = sink is None
     sink = sink or ZipSink(out)
     namer = EntryNamer((METS_NAME, REPORT_NAME))
-    pages: list[tuple[str | None, str | None]] = []
+    pages = PageIndex()
     skip = options.on_error == "skip"
     stage = ImageStage(options.image, spill_dir=out.final_path.parent if out.final_path else None)
     send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
@@ -219,7 +219,7 @@ async def _write_zip(
                     included = await _add_image(sink, prefix + image_name, job, result, skip=skip,
                                                 when=part.updated_at)
                     sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml", part.updated_at)
-                    pages.append((image_name if included else None, xml_name))
+                    pages.append(image_name if included else None, xml_name)
                     await anyio.to_thread.run_sync(sink.flush)
                 except ImageError as exc:
                     raise PipelineError(f"document {document.name!r}, {exc}") from exc

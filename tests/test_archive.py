@@ -92,3 +92,28 @@ def test_more_than_65535_entries_switch_to_zip64_by_themselves(tmp_path: Path) -
         names = zf.namelist()
         assert len(names) == count and names[-1] == f"p{count - 1}.xml"
         assert zf.read(names[-1]) == b"<a/>"
+
+
+def test_name_set_is_exact_and_case_insensitive() -> None:
+    from pipeline.naming import NameSet
+
+    names = NameSet(("METS.xml",))
+    added = [f"page_{i:06d}_é.JPG" for i in range(30_000)]
+    for name in added:
+        names.add(name)
+    assert all(n in names and n.lower() in names for n in added[::97])
+    assert "mets.XML" in names
+    # a Bloom filter says "maybe" for some of these; the exact check must still say no
+    assert not any(f"page_{i:06d}_e.jpg" in names or f"other_{i}.jpg" in names for i in range(30_000))
+    assert "page_000001" not in names and "age_000001_é.jpg" not in names  # no partial matches
+
+
+def test_page_index_round_trips_names_and_missing_images() -> None:
+    from pipeline.naming import PageIndex
+
+    pages = PageIndex()
+    expected = [("f001.jpg", "f001.xml"), (None, "f002.xml"), ("ü ß 🙂.png", "ü ß 🙂.xml")]
+    for image, xml in expected:
+        pages.append(image, xml)
+    assert list(pages) == expected
+    assert list(pages) == expected  # can be read again
