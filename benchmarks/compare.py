@@ -48,6 +48,7 @@ from pipeline.demo import build_demo
 from pipeline.export import Destination, ExportOptions, export_document
 from pipeline.images import ImageOptions, configure_vips
 from pipeline.logcontext import configure_logging
+from pipeline.memory import bound_heap
 from pipeline.model import Part
 from pipeline.store import Corpus
 
@@ -122,6 +123,7 @@ def prepare(job: Job) -> Callable[[], object]:
     """The contender's timed call; whatever it needs first (loading, listing) is done here, untimed."""
     corpus, out = Path(job.corpus), Path(job.out)
     if job.contender == "pipeline":
+        bound_heap()  # as the CLI does
         return lambda: pipeline_export(corpus, out, job.images)
     if job.contender == NAIVE:
         return lambda: naive_export(corpus, out, job.images)

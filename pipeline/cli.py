@@ -19,6 +19,7 @@ import anyio
 from . import __version__
 from .errors import PipelineError, UsageError
 from .logcontext import configure_logging
+from .memory import bound_heap
 
 if TYPE_CHECKING:
     from .sources import XmlSource
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    bound_heap()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO)
