@@ -196,3 +196,55 @@ def test_archive_published_before_its_registry_update_is_recovered(
     with sqlite3.connect(corpus) as db:
         row = db.execute("SELECT status, sha256 FROM pipeline_export WHERE id = ?", (victim,)).fetchone()
     assert row == ("complete", sha)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_a_job_can_read_a_folder_of_alto_instead_of_a_corpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "convert.toml"
+    config.write_text(f'''
+source = "{FIXTURES / "escriptorium-tapuscorpus" / "alto"}"
+[select]
+changed_only = true
+[archive]
+directory = "out"
+[[outputs]]
+format = "alto"
+images = true
+image = {{ format = "jpeg", max_size = 800 }}
+[[outputs]]
+format = "page"
+''')
+    assert main(["run", str(config)]) == 0
+    written = zips(tmp_path / "out")
+    assert len(written) == 2 and all(verify_archive(z) == [] for z in written)
+    assert (tmp_path / "out" / ".pipeline-registry.sqlite").is_file()
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 0
+    assert "0 archives written, 2 unchanged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inputs", ['corpus = "{c}"\nsource = "{s}"', ""])
+def test_a_job_reads_exactly_one_input(tmp_path: Path, corpus: Path, inputs: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text(inputs.format(c=corpus, s=FIXTURES) + '\n[archive]\ndirectory = "x"\n'
+                      '[[outputs]]\nformat = "alto"\n')
+    assert main(["run", str(config)]) == 2
+    assert "either corpus" in capsys.readouterr().err
+
+
+def test_a_skipped_image_makes_the_job_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.sqlite"
+    summary = build_demo(corpus, documents=2, parts=2, lines=12, image_size=(300, 400))
+    victim = sorted((summary.media_root / "documents" / "2").iterdir())[0]
+    victim.write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    assert run("demo.toml", corpus, out, "--set", 'outputs.0.on_error="skip"') == 1
+    exported = report(out, "demo")["exported"]
+    skipped = [e for e in exported if e["skipped_images"]]
+    assert len(skipped) == 1 and skipped[0]["documents"][0]["id"] == 2
+    assert all(verify_archive(z) == [] for z in zips(out))

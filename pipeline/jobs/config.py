@@ -34,7 +34,9 @@ from pipeline.errors import PipelineError, UsageError
 from pipeline.export import ExportOptions
 
 #: keys holding paths, resolved against the config file's folder when relative
-PATH_KEYS: tuple[tuple[str, ...], ...] = (("corpus",), ("registry",), ("archive", "directory"))
+PATH_KEYS: tuple[tuple[str, ...], ...] = (("corpus",), ("source",), ("registry",), ("archive", "directory"))
+#: the registry of a job that reads a folder or zip (no corpus file to keep it in), in its archive folder
+SOURCE_REGISTRY = ".pipeline-registry.sqlite"
 #: ExportOptions fields a job sets itself rather than per output
 JOB_WIDE: frozenset[str] = frozenset({"part_ids"})
 #: fields whose config type differs from the dataclass type (friendlier input, better errors)
@@ -135,7 +137,8 @@ class JobConfig(BaseModel):
 
     model_config = Strict
     name: str
-    corpus: LaxPath
+    corpus: LaxPath | None = None
+    source: LaxPath | None = None
     registry: LaxPath | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     select: Selection = Selection()
@@ -144,15 +147,36 @@ class JobConfig(BaseModel):
 
     @field_validator("corpus")
     @classmethod
-    def _corpus_exists(cls, value: Path) -> Path:
-        if not value.is_file():
+    def _corpus_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
             raise ValueError(f"no such corpus file: {value}")
         return value
 
+    @field_validator("source")
+    @classmethod
+    def _source_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"no such folder or zip: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobConfig:
+        if (self.corpus is None) == (self.source is None):
+            raise ValueError("give either corpus (an SQLite corpus) or source (a folder or zip of ALTO/PAGE)")
+        return self
+
+    @property
+    def input(self) -> Path:
+        """What the job reads: the corpus file or the folder/zip."""
+        path = self.corpus or self.source
+        assert path is not None
+        return path
+
     @property
     def registry_path(self) -> Path:
-        """The registry file: ``registry`` if given, else the corpus file (like ``pipeline export``)."""
-        return self.registry or self.corpus
+        """The registry file: ``registry`` if given, else the corpus file (like ``pipeline export``),
+        else a file in the archive folder."""
+        return self.registry or self.corpus or self.archive.directory / SOURCE_REGISTRY
 
 
 def key_path(loc: Sequence[str | int]) -> str:

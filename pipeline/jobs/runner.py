@@ -41,6 +41,7 @@ from pipeline.model import Document
 from pipeline.naming import slug
 from pipeline.registry import ExportRecord, Registry
 from pipeline.select import RegionFilter
+from pipeline.sources import XmlSource
 from pipeline.store import Corpus
 
 log = logging.getLogger("pipeline")
@@ -106,13 +107,14 @@ class JobReport:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """1 if an archive failed or an image was left out (``on_error = "skip"``), else 0."""
+        return 1 if self.failed or any(e.get("skipped_images") for e in self.exported) else 0
 
 
 # --- planning -----------------------------------------------------------------------------
 
 
-async def _select(corpus: Corpus, config: JobConfig) -> list[Document]:
+async def _select(corpus: Corpus | XmlSource, config: JobConfig) -> list[Document]:
     wanted = set(config.select.tags)
     return [
         doc async for doc in corpus.documents(config.select.documents)
@@ -137,7 +139,7 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
         raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
 
 
-async def _scan(corpus: Corpus, document: Document, layer: str) -> Scan:
+async def _scan(corpus: Corpus | XmlSource, document: Document, layer: str) -> Scan:
     """Digest of everything an export reads: the document, each part (geometry, texts, types...)
     and each image file's size and mtime."""
     sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
@@ -183,11 +185,24 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
     return None
 
 
+@contextmanager
+def open_input(config: JobConfig) -> Iterator[Corpus | XmlSource]:
+    """The corpus (read-only) or the folder/zip the job reads."""
+    if config.corpus is not None:
+        with Corpus.open(config.corpus, readonly=True) as corpus:
+            yield corpus
+    else:
+        with XmlSource(config.input, images=any(o.images for o in config.outputs)) as source:
+            yield source
+
+
 async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = None) -> Plan:
-    """Select, check and fingerprint; mark the tasks whose archive is already up to date."""
-    registry = Registry(config.registry_path)
+    """Select, check and fingerprint; mark the tasks whose archive is already up to date.
+
+    Writes nothing: without a registry file yet, nothing can be up to date."""
+    registry = Registry(config.registry_path) if config.registry_path.is_file() else None
     directory = config.archive.directory.resolve()
-    with Corpus.open(config.corpus, readonly=True) as corpus:
+    with open_input(config) as corpus:
         documents = await _select(corpus, config)
         _check(config, documents, source)
         scans = {(doc.id, layer): await _scan(corpus, doc, layer)
@@ -202,7 +217,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
             fp = _fingerprint(options, [s.digest for s in group_scans])
             task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
                         sum(_estimate(options, s) for s in group_scans))
-            if config.select.changed_only:
+            if config.select.changed_only and registry is not None:
                 task.previous = _unchanged(registry, fp, directory)
             tasks.append(task)
     return Plan(config, documents, tasks, now or datetime.now())
@@ -211,7 +226,8 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
 def describe_plan(plan: Plan) -> Iterator[str]:
     """The ``--dry-run`` listing."""
     config = plan.config
-    yield f"job {config.name!r}: corpus {config.corpus}, {len(plan.documents)} documents, " \
+    what = f"corpus {config.corpus}" if config.corpus else f"source {config.source}"
+    yield f"job {config.name!r}: {what}, {len(plan.documents)} documents, " \
           f"{config.archive.mode} archives in {config.archive.directory}"
     for doc in plan.documents:
         yield f"  document {doc.id} {doc.name!r}: {doc.part_count} parts, tags {list(doc.tags)}"
@@ -266,7 +282,7 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
     return item | extra
 
 
-async def _export(plan: Plan, task: Task, corpus: Corpus, registry: Registry) -> ExportResult:
+async def _export(plan: Plan, task: Task, corpus: Corpus | XmlSource, registry: Registry) -> ExportResult:
     """One archive; in bulk mode a failing document is dropped and the archive rebuilt without it."""
     destination = Destination("file", plan.config.archive.directory.resolve() / _archive_name(plan, task))
     if plan.config.archive.mode == "document":
@@ -276,7 +292,9 @@ async def _export(plan: Plan, task: Task, corpus: Corpus, registry: Registry) ->
                              registry=registry, now=plan.now, fingerprint=task.fingerprint)
 
 
-async def _run_task(plan: Plan, task: Task, corpus: Corpus, registry: Registry, report: JobReport) -> int:
+async def _run_task(
+    plan: Plan, task: Task, corpus: Corpus | XmlSource, registry: Registry, report: JobReport
+) -> int:
     """Export one task, recording the outcome; returns bytes written."""
     started = time.monotonic()
     while True:
@@ -336,6 +354,7 @@ async def run_job(plan: Plan) -> tuple[JobReport, Path]:
     directory = config.archive.directory.resolve()
     report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
     started = time.monotonic()
+    directory.mkdir(parents=True, exist_ok=True)
     registry = Registry(config.registry_path)
     for task in plan.tasks:
         if task.previous is not None:
@@ -345,7 +364,7 @@ async def run_job(plan: Plan) -> tuple[JobReport, Path]:
                                          path=task.previous.path))
     todo = plan.todo
     limiter = anyio.CapacityLimiter(config.concurrency)
-    with job_lock(directory), Corpus.open(config.corpus, readonly=True) as corpus, \
+    with job_lock(directory), open_input(config) as corpus, \
             progress_for(sum(len(t.documents) for t in todo), sum(t.parts for t in todo)) as progress:
 
         async def one(task: Task) -> None:

@@ -275,6 +275,16 @@ class XmlSource:
             block_types=blocks, layers=(Layer(1, self.layer),), part_count=len(self.bundle.pages),
         )
 
+    async def documents(self, refs: Sequence[str | int] | None = None) -> AsyncIterator[Document]:
+        """The one document, as a corpus lists its documents (jobs select the same way); a ref that
+        is neither its id nor its name is a UsageError."""
+        document = await self.document()
+        for ref in refs or ():
+            if str(ref) not in (str(document.id), document.name):
+                raise UsageError(f"{self.bundle.path}: no document {ref!r} (this source holds "
+                                 f"{document.id} {document.name!r})")
+        yield document
+
     def _scan_types(self) -> None:
         for page in self.bundle.pages:
             blocks, lines = self.bundle.read(page).used_types()
