@@ -33,6 +33,10 @@ from .select import RegionFilter
 
 #: how many parts the source may read ahead of the writer
 LOOKAHEAD = 4
+#: without images, pages are written this many at a time: one worker-thread call for several small
+#: XML entries (each call wakes the event loop); a part with an image is written at once, so its
+#: buffers are released as soon as they are in the zip
+FLUSH_EVERY = 4
 #: images that could not be exported with ``on_error="skip"``, added just before METS
 REPORT_NAME = "export-report.json"
 #: bytes of a bulk archive's text entry kept in memory before spilling to a temporary file
@@ -220,12 +224,13 @@ async def _write_zip(
                                                 when=part.updated_at)
                     sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml", part.updated_at)
                     pages.append(image_name if included else None, xml_name)
-                    await anyio.to_thread.run_sync(sink.flush)
+                    result.parts += 1
+                    if job is not None or result.parts % FLUSH_EVERY == 0:
+                        await anyio.to_thread.run_sync(sink.flush)
                 except ImageError as exc:
                     raise PipelineError(f"document {document.name!r}, {exc}") from exc
                 if job is not None:
                     stage.release(job)
-                result.parts += 1
     where.set(f"document {document.name!r}")
     if result.report:
         report = json.dumps(result.report, indent=1, ensure_ascii=False).encode()
