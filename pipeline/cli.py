@@ -175,7 +175,7 @@ def cmd_exports_list(args: argparse.Namespace) -> int:
 
     for rec in Registry(args.registry).list(limit=args.limit):
         size = f"{rec.size:>12,}" if rec.size is not None else " " * 12
-        print(f"{rec.id}  {rec.started_at}  {rec.status:<8}  {rec.format:<8}  {size}  "
+        print(f"{rec.id}  {rec.started_at}  {rec.state:<11}  {rec.format:<8}  {size}  "
               f"doc {rec.document_id} {rec.document_name!r}  {rec.path}")
     return 0
 
@@ -186,7 +186,8 @@ def cmd_exports_show(args: argparse.Namespace) -> int:
 
     from .registry import Registry
 
-    print(json.dumps(asdict(Registry(args.registry).get(args.id)), indent=2, ensure_ascii=False))
+    record = Registry(args.registry).get(args.id)
+    print(json.dumps(asdict(record) | {"state": record.state}, indent=2, ensure_ascii=False))
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -37,7 +39,9 @@ CREATE TABLE IF NOT EXISTS pipeline_export (
     finished_at TEXT,
     status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'failed')),
     error TEXT,
-    report TEXT
+    report TEXT,
+    host TEXT,
+    pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS pipeline_export_started ON pipeline_export (started_at);
 CREATE INDEX IF NOT EXISTS pipeline_export_doc ON pipeline_export (document_id, format, status);
@@ -45,8 +49,10 @@ CREATE INDEX IF NOT EXISTS pipeline_export_doc ON pipeline_export (document_id, 
 
 COLUMNS = (
     "id", "document_id", "document_name", "format", "layer", "options", "path", "size", "sha256",
-    "part_count", "fingerprint", "started_at", "finished_at", "status", "error", "report",
+    "part_count", "fingerprint", "started_at", "finished_at", "status", "error", "report", "host", "pid",
 )
+#: columns added after the first registries were written: (name, SQL type), added on open
+ADDED_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,17 @@ class ExportRecord:
     status: str
     error: str | None
     report: list[dict[str, Any]] | None
+    host: str | None = None
+    pid: int | None = None
+
+    @property
+    def state(self) -> str:
+        """``status``, except that a ``running`` export whose process is gone (on this machine) is
+        ``interrupted``: killed midway, it will never complete."""
+        here = self.host == socket.gethostname()
+        if self.status == "running" and here and self.pid and not _alive(self.pid):
+            return "interrupted"
+        return self.status
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> ExportRecord:
@@ -74,6 +91,16 @@ class ExportRecord:
         data["options"] = json.loads(data["options"])
         data["report"] = json.loads(data["report"]) if data["report"] else None
         return cls(**data)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def new_export_id() -> str:
@@ -93,6 +120,10 @@ class Registry:
         try:
             with self._connect() as db:
                 db.executescript(SCHEMA)
+                present = {row[1] for row in db.execute("PRAGMA table_info(pipeline_export)")}
+                for name, kind in ADDED_COLUMNS:
+                    if name not in present:
+                        db.execute(f"ALTER TABLE pipeline_export ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
             raise PipelineError(f"{self.path}: cannot use as export registry: {exc}") from None
 
@@ -110,9 +141,10 @@ class Registry:
     ) -> None:
         self._execute(
             "INSERT INTO pipeline_export (id, document_id, document_name, format, layer, options, path,"
-            " fingerprint, started_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+            " fingerprint, started_at, status, host, pid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
             (export_id, document_id, document_name, format, layer, json.dumps(options, sort_keys=True),
-             path, fingerprint, _now()),
+             path, fingerprint, _now(), socket.gethostname(), os.getpid()),
         )
 
     def complete(

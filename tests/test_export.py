@@ -204,3 +204,20 @@ def test_killed_export_leaves_nothing_at_the_final_name(tmp_path: Path) -> None:
     assert not final.exists()
     with sqlite3.connect(corpus) as db:
         assert db.execute("SELECT status FROM pipeline_export").fetchall() == [("running",)]
+    assert [r.state for r in Registry(corpus).list()] == ["interrupted"]
+
+
+def test_a_registry_from_before_host_and_pid_is_upgraded(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute(
+            "CREATE TABLE pipeline_export (id TEXT PRIMARY KEY, document_id INTEGER,"
+            " document_name TEXT NOT NULL, format TEXT NOT NULL, layer TEXT, options TEXT NOT NULL,"
+            " path TEXT, size INTEGER, sha256 TEXT, part_count INTEGER, fingerprint TEXT,"
+            " started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, error TEXT, report TEXT)")
+        db.execute("INSERT INTO pipeline_export (id, document_name, format, options, started_at, status)"
+                   " VALUES ('1', 'd', 'alto', '{}', '2024-01-01T00:00:00+00:00', 'running')")
+    registry = Registry(old)
+    assert [(r.id, r.state, r.pid) for r in registry.list()] == [("1", "running", None)]
+    registry.start("2", document_id=1, document_name="d", format="alto", layer="manual", options={}, path="x")
+    assert registry.get("2").pid == os.getpid() and registry.get("2").state == "running"
