@@ -150,6 +150,7 @@ def build_demo(
     path = Path(path)
     if path.exists() and (path.is_dir() or path.stat().st_size > 0):
         raise UsageError(f"{path} already exists; choose a new corpus file")
+    path.parent.mkdir(parents=True, exist_ok=True)
     media_root = path.parent / default_media_root(path)
     if media_root.exists() and any(media_root.iterdir()):
         raise UsageError(f"media folder {media_root} already exists and is not empty")

@@ -232,3 +232,11 @@ def test_parts_get_their_own_image_files_unless_linking_is_asked(tmp_path: Path)
 
     assert len(inodes("copied", False)) == 4
     assert len(inodes("linked", True)) == 2
+
+
+def test_demo_creates_the_folder_of_a_new_corpus(tmp_path: Path) -> None:
+    from pipeline.cli import main
+
+    corpus = tmp_path / "new" / "folder" / "c.sqlite"
+    assert main(["demo", str(corpus), "--documents", "1", "--parts", "1", "--lines", "6"]) == 0
+    assert corpus.is_file() and (tmp_path / "new" / "folder" / "c.media").is_dir()
