@@ -10,7 +10,7 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .sources import XmlSource
     from .store import Corpus
 
-Handler = Callable[[argparse.Namespace], int]
 log = logging.getLogger("pipeline")
 
 
@@ -40,21 +39,14 @@ def parse_pages(spec: str) -> tuple[int, ...]:
     return tuple(sorted(pages))
 
 
-def parse_size(spec: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)[xX](\d+)", spec)
-    if not m or not int(m[1]) or not int(m[2]):
-        raise UsageError(f"--image-size: {spec!r} is not WIDTHxHEIGHT, e.g. 1240x1754")
-    return int(m[1]), int(m[2])
-
-
 # --- commands -----------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import build_demo
+    from .demo import build_demo, parse_image_size
 
     summary = build_demo(
         args.corpus, documents=args.documents, parts=args.parts, lines=args.lines,
-        image_size=parse_size(args.image_size), image_format=args.image_format, seed=args.seed,
+        image_size=parse_image_size(args.image_size), image_format=args.image_format, seed=args.seed,
     )
     print(summary)
     return 0

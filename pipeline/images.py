@@ -237,7 +237,6 @@ class Spool:
         self._done = False
         self._closed = False
         self.error: BaseException | None = None
-        self.spilled = 0
 
     def write(self, data: bytes) -> None:
         """Writer side: queue bytes (coalesced into :data:`CHUNK`-sized chunks)."""
@@ -275,7 +274,6 @@ class Spool:
                 )
             self._file.write(chunk)  # under the lock: close() may not pull the file from under it
             self._written += len(chunk)
-            self.spilled += len(chunk)
             self._cond.notify_all()
 
     def stream(self) -> Iterator[bytes]:
