@@ -33,6 +33,8 @@ CHUNK = 1 << 20
 #: the output thread writes blocks of at least this size, at most WRITE_QUEUE of them waiting
 WRITE_BLOCK = 1 << 18
 WRITE_QUEUE = 16
+#: written read buffers kept for reuse (each CHUNK bytes)
+SPARE_BUFFERS = 4
 
 
 #: 1980-01-01, the earliest zip timestamp: used when the data has no time of its own
@@ -90,6 +92,12 @@ def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
     return max(EPOCH, (when.year, when.month, when.day, when.hour, when.minute, when.second))
 
 
+class _ReadBuffer(bytearray):
+    """A buffer that :meth:`Output.read_file` fills and the output thread hands back once written."""
+
+    __slots__ = ()
+
+
 class Output:
     """A byte sink with a running size and sha256; atomic when it is a file.
 
@@ -115,7 +123,8 @@ class Output:
             self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
             self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/abort
         self._pending = bytearray()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_QUEUE)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(WRITE_QUEUE)
+        self._spare: deque[_ReadBuffer] = deque()
         self._error: BaseException | None = None
         self._writer = threading.Thread(target=self._drain, name="pipeline-output", daemon=True)
         self._writer.start()
@@ -124,12 +133,13 @@ class Output:
     def sha256(self) -> str:
         return self._sha.hexdigest()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Queue ``data``; small writes are gathered into blocks of :data:`WRITE_BLOCK` bytes,
         large ones go as they are (no copy)."""
         self.size += len(data)
         if len(data) < WRITE_BLOCK:
             self._pending += data
+            self._reuse(data)
             if len(self._pending) < WRITE_BLOCK:
                 return
             data = bytes(self._pending)
@@ -138,7 +148,27 @@ class Output:
         self._pending.clear()
         self._put(data)
 
-    def _put(self, block: bytes | None) -> None:
+    def read_file(self, path: Path) -> Iterator[memoryview]:
+        """A file's bytes, lazily, in chunks read into buffers that come back once written.
+
+        A fresh megabyte per chunk is paged in by the kernel on every read (large blocks are
+        mmapped, see :mod:`pipeline.memory`): reusing a few buffers halves the cost of copying
+        an image. Each chunk is valid until it is passed to :meth:`write`.
+        """
+        with open(path, "rb", buffering=0) as fh:
+            while True:
+                buffer = self._spare.pop() if self._spare else _ReadBuffer(CHUNK)
+                if not (n := fh.readinto(buffer)):
+                    self._spare.append(buffer)
+                    return
+                yield memoryview(buffer)[:n]
+
+    def _reuse(self, block: bytes | memoryview) -> None:
+        """Hand a written chunk's buffer back to :meth:`read_file`."""
+        if type(block) is memoryview and type(block.obj) is _ReadBuffer and len(self._spare) < SPARE_BUFFERS:
+            self._spare.append(block.obj)
+
+    def _put(self, block: bytes | memoryview | None) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(block)
@@ -151,6 +181,7 @@ class Output:
                     self._sha.update(block)
                 except BaseException as exc:  # reported to the producer by _put/_finish
                     self._error = exc
+            self._reuse(block)
 
     def _finish(self) -> None:
         """Write what is pending and wait for the writer thread; re-raise its error."""
@@ -233,7 +264,7 @@ class ZipSink:
         compress = COMPRESSION[kind]
         level = self._level if compress == ZIP_DEFLATED else None
         if isinstance(data, Path):
-            data, size = iter_file(data), data.stat().st_size
+            data, size = self._out.read_file(data), data.stat().st_size
         else:
             size = None
         self._zs.add(data, name, size=size, compress_type=compress, compress_level=level)
@@ -254,12 +285,6 @@ class ZipSink:
         self.flush()
         for chunk in self._zs.footer():
             self._out.write(chunk)
-
-
-def iter_file(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
-    """Read a file lazily in chunks."""
-    with open(path, "rb") as fh:
-        yield from iter_chunks(fh, chunk)
 
 
 def iter_chunks(handle: IO[bytes], chunk: int = CHUNK) -> Iterator[bytes]:

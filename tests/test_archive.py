@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from pipeline.archive import TEMP_PREFIX, Output, ZipSink
+from pipeline.archive import CHUNK, TEMP_PREFIX, WRITE_BLOCK, Output, ZipSink
 from pipeline.naming import EntryNamer, output_name, safe_basename, slug
 
 
@@ -36,6 +38,30 @@ def test_entries_deflate_xml_store_images_and_reproduce(tmp_path: Path) -> None:
         assert infos["page.xml"].date_time == (2024, 5, 6, 7, 8, 10)
         assert zf.read("page.xml") == b"<a>" + b"x" * 10_000 + b"</a>"
     assert _zip(tmp_path / "c.zip", datetime(2025, 1, 1)).sha256 != a.sha256
+
+
+def test_stored_files_survive_read_buffer_reuse(tmp_path: Path) -> None:
+    """Files of several chunks, big and small, interleaved with XML: every byte lands where it
+    belongs although read buffers are recycled between entries."""
+    rng = random.Random(3)
+    sizes = [CHUNK * 3 + 17, 100, CHUNK, CHUNK - 1, 0, WRITE_BLOCK - 1, CHUNK * 2 + WRITE_BLOCK]
+    files = {}
+    for i, size in enumerate(sizes * 3):
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(rng.randbytes(size))
+        files[path.name] = path.read_bytes()
+    out = Output(tmp_path / "out.zip")
+    sink = ZipSink(out)
+    for name in files:
+        sink.add(name, tmp_path / name, "image")
+        sink.add(f"{name}.xml", [f"<p>{name}</p>".encode()], "xml")
+        sink.flush()
+    sink.close()
+    out.commit()
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in files} == files
+    assert out.sha256 == hashlib.sha256((tmp_path / "out.zip").read_bytes()).hexdigest()
 
 
 def test_failed_output_leaves_nothing(tmp_path: Path) -> None:
