@@ -12,14 +12,14 @@ import json
 import tempfile
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from . import exchange, formats
 from .archive import Output, ZipSink, iter_chunks
@@ -210,13 +210,11 @@ async def _write_zip(
     pages = PageIndex()
     skip = options.on_error == "skip"
     stage = ImageStage(options.image, spill_dir=out.final_path.parent if out.final_path else None)
-    send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
-    jobs_send, jobs = anyio.create_memory_object_stream[tuple[Part, ImageJob | None]](options.image.lookahead)
     async with stage, anyio.create_task_group() as tg:
-        tg.start_soon(_produce, source, document, options, send)
-        tg.start_soon(stage.feed if options.images else _without_images, receive, jobs_send)
-        async with jobs:
-            async for part, job in jobs:
+        pages_in = _with_images(tg, stage, source, document, options) if options.images else \
+            aclosing(_without_images(source, document, options))
+        async with pages_in as parts:
+            async for part, job in parts:
                 where.set(_describe(document, part))
                 image_name, xml_name = namer.part_names(part.image_filename, part.order)
                 try:
@@ -364,12 +362,25 @@ def single_errors() -> Iterator[None]:
         raise first from None
 
 
+def _with_images(
+    tg: TaskGroup, stage: ImageStage, source: Source, document: Document, options: ExportOptions
+) -> ObjectReceiveStream[tuple[Part, ImageJob]]:
+    """Parts with their image jobs: a reader task and the image stage run ahead of the writer,
+    so image I/O and transcoding (outside the GIL) overlap with writing."""
+    send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
+    jobs_send, jobs = anyio.create_memory_object_stream[tuple[Part, ImageJob]](options.image.lookahead)
+    tg.start_soon(_produce, source, document, options, send)
+    tg.start_soon(stage.feed, receive, jobs_send)
+    return jobs
+
+
 async def _without_images(
-    parts: ObjectReceiveStream[Part], out: ObjectSendStream[tuple[Part, ImageJob | None]]
-) -> None:
-    async with parts, out:
-        async for part in parts:
-            await out.send((part, None))
+    source: Source, document: Document, options: ExportOptions
+) -> AsyncIterator[tuple[Part, ImageJob | None]]:
+    """Parts straight from the source: reading and rendering both need the GIL, so a reader task
+    ahead would only add a stream hop per part (measured 6 % of an ALTO export)."""
+    async for part in source.parts(document, options.layer, options.part_ids):
+        yield part, None
 
 
 async def _add_image(
