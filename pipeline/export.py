@@ -1,8 +1,10 @@
 """One document, one export: source → format writers → archive sink → output.
 
-Parts are pulled lazily from the source by a producer task and handed over through a bounded
-memory object stream (backpressure), while the consumer renders and deflates them in a worker
-thread. Only names are kept per document (for METS); nothing else accumulates.
+Parts are pulled lazily from the source and rendered and deflated in a worker thread. With images,
+a reader task and the image stage run ahead of the writer through bounded memory object streams
+(backpressure), so image I/O and transcoding overlap with writing; without images everything
+needs the GIL and parts go straight from the source to the writer. Only names are kept per
+document (for METS); nothing else accumulates.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import tempfile
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -48,7 +50,7 @@ class Source(Protocol):
 
     def parts(
         self, document: Document, layer: str = ..., part_ids: Sequence[int] | None = ...
-    ) -> AsyncIterator[Part]: ...
+    ) -> AsyncGenerator[Part, None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,15 +247,12 @@ async def _write_text(
     (spooled to a temporary file first: a zip entry is read from a plain iterator)."""
     with tempfile.SpooledTemporaryFile(SPOOL_SIZE, dir=_spill_dir(out)) as spool:
         target = out if sink is None else spool
-        send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_produce, source, document, options, send)
-            async with receive:
-                async for part in receive:
-                    where.set(_describe(document, part))
-                    for chunk in spec.render_document([part], flt):
-                        target.write(chunk)
-                    result.parts += 1
+        async with _read(source, document, options) as parts:
+            async for part in parts:
+                where.set(_describe(document, part))
+                for chunk in spec.render_document([part], flt):
+                    target.write(chunk)
+                result.parts += 1
         if sink is not None:
             spool.seek(0)
             entry = f"{prefix}{slug(document.name) or 'document'}.{spec.ext}"
@@ -323,12 +322,9 @@ async def _write_exchange(
     """The exchange archive (``test/`` + ``ann/`` at the root); in a bulk ``sink`` the entries stay
     at the root, their names prefixed with the document folder name, so the archive remains one."""
     target = sink or ZipSink(out)
-    send, receive = anyio.create_memory_object_stream[Part](LOOKAHEAD)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_produce, source, document, options, send)
-        async with receive:
-            result.parts += await exchange.write_entries(receive, document, options, flt, target,
-                                                         prefix.rstrip("/"))
+    async with _read(source, document, options) as parts:
+        result.parts += await exchange.write_entries(parts, document, options, flt, target,
+                                                     prefix.rstrip("/"))
     if sink is None:
         await anyio.to_thread.run_sync(target.close)
         exchange.warn_archive_size(out.size)
@@ -374,13 +370,18 @@ def _with_images(
     return jobs
 
 
+def _read(source: Source, document: Document, options: ExportOptions) -> aclosing[AsyncGenerator[Part, None]]:
+    """Parts straight from the source, for writers without images: reading and rendering both
+    need the GIL, so a reader task running ahead would only add a stream hop per part."""
+    return aclosing(source.parts(document, options.layer, options.part_ids))
+
+
 async def _without_images(
     source: Source, document: Document, options: ExportOptions
-) -> AsyncIterator[tuple[Part, ImageJob | None]]:
-    """Parts straight from the source: reading and rendering both need the GIL, so a reader task
-    ahead would only add a stream hop per part (measured 6 % of an ALTO export)."""
-    async for part in source.parts(document, options.layer, options.part_ids):
-        yield part, None
+) -> AsyncGenerator[tuple[Part, ImageJob | None], None]:
+    async with _read(source, document, options) as parts:
+        async for part in parts:
+            yield part, None
 
 
 async def _add_image(
