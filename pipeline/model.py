@@ -162,7 +162,7 @@ def bbox(points: Polygon | None) -> tuple[float, float, float, float] | None:
     """Bounding box ``(xmin, ymin, xmax, ymax)`` of a point list, None when empty or absent."""
     if not points:
         return None
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    box = (min(xs), min(ys), max(xs), max(ys))
-    return box if all(math.isfinite(v) for v in box) else None
+    xs, ys = zip(*points, strict=True)
+    x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+    finite = math.isfinite
+    return (x0, y0, x1, y1) if finite(x0) and finite(y0) and finite(x1) and finite(y1) else None
