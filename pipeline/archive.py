@@ -8,6 +8,7 @@ complete, so a failed or killed export never leaves a file at the final name.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import queue
@@ -15,7 +16,7 @@ import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO, BinaryIO, Literal
@@ -35,6 +36,8 @@ WRITE_BLOCK = 1 << 18
 WRITE_QUEUE = 16
 #: written read buffers kept for reuse (each CHUNK bytes)
 SPARE_BUFFERS = 4
+#: the output thread asks the kernel to start writing a file to disk every this many bytes
+WRITEBACK_EVERY = 8 << 20
 
 
 #: 1980-01-01, the earliest zip timestamp: used when the data has no time of its own
@@ -92,6 +95,23 @@ def zip_time(when: datetime | None) -> tuple[int, int, int, int, int, int]:
     return max(EPOCH, (when.year, when.month, when.day, when.hour, when.minute, when.second))
 
 
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _writeback() -> Callable[[int, int, int], object] | None:
+    """``start(fd, offset, length)``: sync_file_range(2) with SYNC_FILE_RANGE_WRITE, which starts
+    writing dirty pages to disk and returns at once (Linux); None elsewhere."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, offset, length: function(fd, offset, length, SYNC_FILE_RANGE_WRITE)
+
+
+_start_writeback = _writeback()
+
+
 class _ReadBuffer(bytearray):
     """A buffer that :meth:`Output.read_file` fills and the output thread hands back once written."""
 
@@ -103,7 +123,9 @@ class Output:
 
     Writing and hashing run on a thread of their own, fed through a bounded queue, so they overlap
     with reading, CRC and compression on the caller's thread (both release the GIL on large
-    buffers). ``commit()`` waits for them, syncs the file and publishes it under its final name;
+    buffers). That thread also starts the disk writes every :data:`WRITEBACK_EVERY` bytes, so the
+    final sync waits for the tail only (it took 10 % of a pass-through export when it waited for
+    everything). ``commit()`` waits for them, syncs the file and publishes it under its final name;
     ``abort()`` (or leaving the ``with`` block on an exception) removes the temporary file. With
     ``overwrite=False`` an existing final name is never replaced: ``commit`` picks ``name_2``,
     ``name_3``... instead.
@@ -174,11 +196,18 @@ class Output:
         self._queue.put(block)
 
     def _drain(self) -> None:
+        written = synced = 0
+        writeback = _start_writeback if self._tmp is not None else None
         while (block := self._queue.get()) is not None:
             if self._error is None:
                 try:
                     self._fh.write(block)
                     self._sha.update(block)
+                    written += len(block)
+                    if writeback is not None and written - synced >= WRITEBACK_EVERY:
+                        self._fh.flush()
+                        writeback(self._fh.fileno(), synced, written - synced)
+                        synced = written
                 except BaseException as exc:  # reported to the producer by _put/_finish
                     self._error = exc
             self._reuse(block)
