@@ -243,6 +243,7 @@ def build_giant(path: Path, width: int, height: int) -> Path:
         tiff = corpus.media_root / "documents/1/giant.tif"
     tiff.parent.mkdir(parents=True)
     make_tiff(tiff, width, height)
+    os.sync()  # see demo()
     return path
 
 
@@ -250,6 +251,7 @@ def demo(path: Path, parts: int, lines: int, size: tuple[int, int], *, link: boo
     path.parent.mkdir(parents=True, exist_ok=True)
     build_demo(path, documents=1, parts=parts, lines=lines, image_size=size, image_format="jpeg", seed=8,
                link_images=link)
+    os.sync()  # the corpus's dirty pages would otherwise reach the disk during the timed runs
     return path
 
 
