@@ -3,7 +3,7 @@
 ``fit_part`` decides, from the image header size only, what a part's image becomes (format, size)
 and returns the part with its coordinates, size and file name made to match, so format writers
 never know about it. :class:`ImageStage` then transcodes the images of the next parts ahead of the
-writer, on at most one worker thread per core, in part order:
+writer, on at most one worker thread per core plus one, in part order:
 
 * a transcode streams: libvips reads sequentially (shrinking on load when resizing) and writes
   through a custom target in chunks, so no decoded or encoded image is ever whole in memory;
@@ -52,7 +52,10 @@ STREAM_WINDOW = 4 * CHUNK
 #: how often a blocked thread looks for cancellation
 POLL = 0.1
 MEMORY_BUDGET = 64 << 20
-LOOKAHEAD = 2
+LOOKAHEAD = 3
+#: transcodes at once, beyond one per core: a libvips thread waiting for the GIL (to hand over its
+#: output) or for the disk leaves its core to the extra one (+4 % throughput on 2 cores)
+OVERSUBSCRIBE = 1
 
 
 class ImageError(PipelineError):
@@ -476,7 +479,7 @@ class ImageStage:
         self.options = options
         self._budget = MemoryBudget(options.memory_budget)
         self._spill_dir = spill_dir
-        self._limiter = anyio.CapacityLimiter(cores())
+        self._limiter = anyio.CapacityLimiter(cores() + OVERSUBSCRIBE)
         self._jobs: set[ImageJob] = set()
         self._tg: TaskGroup | None = None
 
