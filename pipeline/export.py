@@ -26,7 +26,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from . import exchange, formats
 from .archive import Output, ZipSink, iter_chunks
 from .errors import PipelineError, UsageError
-from .images import ImageError, ImageJob, ImageOptions, ImageStage
+from .images import ImageError, ImageJob, ImageOptions, ImageStage, passthrough_image
 from .logcontext import where
 from .model import Document, Part
 from .naming import METS_NAME, EntryNamer, PageIndex, output_name, slug
@@ -205,38 +205,89 @@ async def _write_zip(
     flt: RegionFilter, out: Output, result: ExportResult, sink: ZipSink | None = None, prefix: str = "",
 ) -> None:
     """The document's entries; into ``sink`` under the folder ``prefix`` for a bulk archive (which the
-    caller closes), else into a zip of its own. METS names entries relative to its own folder."""
+    caller closes), else into a zip of its own. METS names entries relative to its own folder.
+
+    Transcoded images are made ahead of the writer by the image stage; otherwise parts come
+    straight from the source, and a pass-through image is checked when its page is written.
+    """
     own = sink is None
     sink = sink or ZipSink(out)
-    namer = EntryNamer((METS_NAME, REPORT_NAME))
-    pages = PageIndex()
-    skip = options.on_error == "skip"
-    stage = ImageStage(options.image, spill_dir=out.final_path.parent if out.final_path else None)
-    async with stage, anyio.create_task_group() as tg:
-        pages_in = _with_images(tg, stage, source, document, options) if options.images else \
-            aclosing(_without_images(source, document, options))
-        async with pages_in as parts:
-            async for part, job in parts:
+    pages = _Pages(sink, spec, document, flt, result, prefix, skip=options.on_error == "skip")
+    if options.images and not options.image.passthrough:
+        await _write_transcoded(source, document, options, out, pages)
+    else:
+        async with _read(source, document, options) as parts:
+            async for part in parts:
                 where.set(_describe(document, part))
-                image_name, xml_name = namer.part_names(part.image_filename, part.order)
-                try:
-                    included = await _add_image(sink, prefix + image_name, job, result, skip=skip,
-                                                when=part.updated_at)
-                    sink.add(prefix + xml_name, spec.render_part(part, document, flt), "xml", part.updated_at)
-                    pages.append(image_name if included else None, xml_name)
-                    result.parts += 1
-                    if job is not None or result.parts % FLUSH_EVERY == 0:
-                        await anyio.to_thread.run_sync(sink.flush)
-                except ImageError as exc:
-                    raise PipelineError(f"document {document.name!r}, {exc}") from exc
-                if job is not None:
-                    stage.release(job)
+                if options.images:
+                    await anyio.to_thread.run_sync(pages.write_passthrough, part, options.image)
+                elif pages.add(part, None) % FLUSH_EVERY == 0:
+                    await anyio.to_thread.run_sync(sink.flush)
     where.set(f"document {document.name!r}")
     if result.report:
         report = json.dumps(result.report, indent=1, ensure_ascii=False).encode()
         sink.add(prefix + REPORT_NAME, report, "data", document.updated_at)
-    sink.add(prefix + METS_NAME, formats.mets.render(pages), "xml", document.updated_at)
+    sink.add(prefix + METS_NAME, formats.mets.render(pages.index), "xml", document.updated_at)
     await anyio.to_thread.run_sync(sink.close if own else sink.flush)
+
+
+class _Pages:
+    """One document's pages going into a sink: entry names, the METS index, the image report."""
+
+    def __init__(
+        self, sink: ZipSink, spec: formats.FormatSpec, document: Document, flt: RegionFilter,
+        result: ExportResult, prefix: str, *, skip: bool,
+    ) -> None:
+        assert spec.render_part is not None
+        self.sink, self.render, self.document, self.flt = sink, spec.render_part, document, flt
+        self.result, self.prefix, self.skip = result, prefix, skip
+        self.namer = EntryNamer((METS_NAME, REPORT_NAME))
+        self.index = PageIndex()
+
+    def add(self, part: Part, image: Path | Iterator[bytes] | ImageError | None) -> int:
+        """Queue the part's image (unless None; an error fails the export or, with ``skip``, is
+        reported) and its XML; return the number of pages so far."""
+        image_name, xml_name = self.namer.part_names(part.image_filename, part.order)
+        if isinstance(image, ImageError):
+            if not self.skip:
+                raise PipelineError(f"document {self.document.name!r}, {image}") from image
+            self.result.report.append(image.report())
+            image = None
+        if image is not None:
+            self.sink.add(self.prefix + image_name, image, "image", part.updated_at)
+        self.sink.add(self.prefix + xml_name, self.render(part, self.document, self.flt), "xml",
+                      part.updated_at)
+        self.index.append(image_name if image is not None else None, xml_name)
+        self.result.parts += 1
+        return self.result.parts
+
+    def write_passthrough(self, part: Part, options: ImageOptions) -> None:
+        """Check the part's image, queue the page and write it (blocking: a worker thread)."""
+        self.add(*passthrough_image(part, options))
+        self.sink.flush()
+
+
+async def _write_transcoded(
+    source: Source, document: Document, options: ExportOptions, out: Output, pages: _Pages
+) -> None:
+    """Pages whose images the stage transcodes ahead; each page is written as soon as its image
+    starts coming (with ``skip``: once it is complete), so its buffers go as soon as it is in."""
+    stage = ImageStage(options.image, spill_dir=_spill_dir(out))
+    async with (
+        stage, anyio.create_task_group() as tg, _with_images(tg, stage, source, document, options) as jobs,
+    ):
+        async for part, job in jobs:
+            where.set(_describe(document, part))
+            try:
+                data: Path | Iterator[bytes] | ImageError = await job.data(complete=pages.skip)
+            except ImageError as exc:
+                data = exc
+            pages.add(part, data)
+            try:
+                await anyio.to_thread.run_sync(pages.sink.flush)
+            except ImageError as exc:
+                raise PipelineError(f"document {document.name!r}, {exc}") from exc
+            stage.release(job)
 
 
 async def _write_text(
@@ -371,35 +422,6 @@ def _with_images(
 
 
 def _read(source: Source, document: Document, options: ExportOptions) -> aclosing[AsyncGenerator[Part, None]]:
-    """Parts straight from the source, for writers without images: reading and rendering both
-    need the GIL, so a reader task running ahead would only add a stream hop per part."""
+    """Parts straight from the source, for writers with nothing to run ahead: reading and
+    rendering both need the GIL, so a reader task ahead would only add a stream hop per part."""
     return aclosing(source.parts(document, options.layer, options.part_ids))
-
-
-async def _without_images(
-    source: Source, document: Document, options: ExportOptions
-) -> AsyncGenerator[tuple[Part, ImageJob | None], None]:
-    async with _read(source, document, options) as parts:
-        async for part in parts:
-            yield part, None
-
-
-async def _add_image(
-    sink: ZipSink, name: str, job: ImageJob | None, result: ExportResult, *, skip: bool,
-    when: datetime | None = None,
-) -> str | None:
-    """Queue the part's image entry and return its name; with ``skip`` a bad image is reported instead.
-
-    Skipping needs the whole transcode to succeed before the entry starts; failing streams it.
-    """
-    if job is None:
-        return None
-    try:
-        data = await job.data(complete=skip)
-    except ImageError as exc:
-        if not skip:
-            raise
-        result.report.append(exc.report())
-        return None
-    sink.add(name, data, "image", when)
-    return name

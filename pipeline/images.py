@@ -108,6 +108,11 @@ class ImageOptions:
         if self.memory_budget < 0 or self.lookahead < 0:
             raise UsageError("image memory budget and lookahead cannot be negative")
 
+    @property
+    def passthrough(self) -> bool:
+        """Every image goes into the archive unchanged: nothing to transcode ahead of the writer."""
+        return self.format == ORIGINAL and self.max_size is None
+
 
 @dataclass(frozen=True, slots=True)
 class ImagePlan:
@@ -374,7 +379,7 @@ class ImageJob:
         error: BaseException | None = None
         try:
             if self.plan.passthrough:
-                self._check()
+                check_passthrough(self.part, self.plan)
             else:
                 self._transcode()
         except (ImageError, SpoolClosed) as exc:
@@ -384,47 +389,8 @@ class ImageJob:
             raise
         self._spool.finish(error)
 
-    def _check(self) -> None:
-        """Pass-through: the file exists and is an image that is not cut short. JPEG and PNG
-        files are judged by their first and last bytes (a libvips header read costs ten times
-        as much, most of it Python); other formats by libvips reading their header."""
-        source = self.plan.source
-        if source is None or (signature := _SIGNATURES.get(source.suffix.lower())) is None:
-            self._open()
-            return
-        head, trailer, kind = signature
-        try:
-            with open(source, "rb") as fh:
-                start = fh.read(len(head))
-                fh.seek(max(0, os.fstat(fh.fileno()).st_size - TAIL))
-                end = fh.read()
-        except FileNotFoundError:
-            raise ImageError(self.part, "image file not found") from None
-        except OSError as exc:
-            raise ImageError(self.part, f"cannot read the image file ({exc.strerror})") from None
-        if start != head:
-            raise ImageError(self.part, f"not a {kind} file (it does not start like one)")
-        if trailer not in end:
-            raise ImageError(self.part, "file is truncated (no end-of-image marker)")
-
-    def _open(self) -> pyvips.Image:
-        source = self.plan.source
-        if source is None:
-            raise ImageError(self.part, "the part has no image file")
-        if not source.is_file():
-            raise ImageError(self.part, "image file not found")
-        try:
-            if self.plan.resize:
-                return pyvips.Image.thumbnail(
-                    str(source), self.plan.width, height=self.plan.height, size="force", no_rotate=True,
-                    fail_on=FAIL_ON,
-                )
-            return pyvips.Image.new_from_file(str(source), access="sequential", fail_on=FAIL_ON)
-        except pyvips.Error as exc:
-            raise ImageError(self.part, _reason(exc)) from None
-
     def _transcode(self) -> None:
-        image = self._open()
+        image = open_image(self.part, self.plan)
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -449,6 +415,59 @@ class ImageJob:
             if stopped:
                 raise stopped[0] from None
             raise ImageError(self.part, _reason(exc)) from None
+
+
+def passthrough_image(part: Part, options: ImageOptions) -> tuple[Part, Path | ImageError]:
+    """For a pass-through export (:attr:`ImageOptions.passthrough`): the part as exported and its
+    checked image file, or why the image cannot be exported (blocking: run in a worker thread)."""
+    fitted, plan = fit_part(part, options)
+    try:
+        check_passthrough(fitted, plan)
+    except ImageError as exc:
+        return fitted, exc
+    assert plan.source is not None
+    return fitted, plan.source
+
+
+def check_passthrough(part: Part, plan: ImagePlan) -> None:
+    """The file exists and is an image that is not cut short, or :class:`ImageError`. JPEG and PNG
+    files are judged by their first and last bytes (a libvips header read costs ten times as much,
+    most of it Python); other formats by libvips reading their header."""
+    source = plan.source
+    if source is None or (signature := _SIGNATURES.get(source.suffix.lower())) is None:
+        open_image(part, plan)
+        return
+    head, trailer, kind = signature
+    try:
+        with open(source, "rb") as fh:
+            start = fh.read(len(head))
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - TAIL))
+            end = fh.read()
+    except FileNotFoundError:
+        raise ImageError(part, "image file not found") from None
+    except OSError as exc:
+        raise ImageError(part, f"cannot read the image file ({exc.strerror})") from None
+    if start != head:
+        raise ImageError(part, f"not a {kind} file (it does not start like one)")
+    if trailer not in end:
+        raise ImageError(part, "file is truncated (no end-of-image marker)")
+
+
+def open_image(part: Part, plan: ImagePlan) -> pyvips.Image:
+    """The part's image opened for a sequential read (shrinking on load when resizing)."""
+    source = plan.source
+    if source is None:
+        raise ImageError(part, "the part has no image file")
+    if not source.is_file():
+        raise ImageError(part, "image file not found")
+    try:
+        if plan.resize:
+            return pyvips.Image.thumbnail(
+                str(source), plan.width, height=plan.height, size="force", no_rotate=True, fail_on=FAIL_ON,
+            )
+        return pyvips.Image.new_from_file(str(source), access="sequential", fail_on=FAIL_ON)
+    except pyvips.Error as exc:
+        raise ImageError(part, _reason(exc)) from None
 
 
 def _reason(exc: pyvips.Error) -> str:
