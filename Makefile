@@ -31,7 +31,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
-	$(BIN)/python -m pytest benchmarks --benchmark-enable -q
+	$(BIN)/python -m pytest benchmarks --benchmark-enable -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .benchmarks

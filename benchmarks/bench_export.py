@@ -8,8 +8,8 @@
 - **lxml alone**: the same parts already in memory, the same ALTO built as a tree with
   ``lxml.etree`` and serialised to one file per page (no store, no zip): a floor for the XML work.
 
-The ratio is pipeline speed / lxml speed (the floor is 0.5). pytest-benchmark functions at the
-bottom time the writer and the store separately (``make bench``).
+The ratio is pipeline speed / lxml speed (the floor is 0.5). ``benchmarks/test_micro.py`` times
+the writers and the store separately (``make bench``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from lxml import etree
 
 from pipeline.demo import build_demo
 from pipeline.export import Destination, ExportOptions, export_document
-from pipeline.formats import alto
 from pipeline.formats.xmlutil import alto_points, num
 from pipeline.model import Part
 from pipeline.select import RegionFilter, layout
@@ -122,30 +121,6 @@ def main() -> None:
         print(f"{'pipeline ALTO export (store -> zip)':40} {t_pipe:8.3f} s {n_lines / t_pipe:12,.0f} lines/s")
         print(f"{'lxml alone (in-memory -> files)':40} {t_lxml:8.3f} s {n_lines / t_lxml:12,.0f} lines/s")
         print(f"{'ratio (pipeline speed / lxml speed)':40} {t_lxml / t_pipe:8.2f}x")
-
-
-# --- pytest-benchmark (run with `make bench`) -------------------------------------------------
-
-def test_alto_writer(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
-    corpus = build(tmp_path / "b.sqlite", 50, 40)
-
-    async def get() -> tuple[object, list[Part]]:
-        with Corpus.open(corpus) as c:
-            return await load_parts(c)
-
-    document, parts = anyio.run(get)
-    flt = RegionFilter()
-    benchmark(lambda: [b"".join(alto.render(p, document, flt)) for p in parts])
-
-
-def test_store_reads(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
-    corpus = build(tmp_path / "b.sqlite", 50, 40)
-
-    async def read() -> int:
-        with Corpus.open(corpus) as c:
-            return len((await load_parts(c))[1])
-
-    assert benchmark(lambda: anyio.run(read)) == 50
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""``benchmarks.compare --quick`` keeps working: every row and floor printed, numbers sane.
+"""The benchmarks keep working: ``benchmarks.compare --quick`` prints every row and floor with
+sane numbers, and every micro benchmark runs once.
 
-Not a timed assertion: the quick sizes are far too small for the floors to mean anything.
+Not timed assertions: the quick sizes are far too small for the floors to mean anything.
 """
 
 from __future__ import annotations
@@ -71,3 +72,13 @@ def test_naive_archive_has_alto_images_and_mets(tmp_path: Path) -> None:
         mets = zf.read("METS.xml").decode()
         assert all(name in mets for name in names[:-1])
         assert b"<String CONTENT=" in zf.read(names[1])
+
+
+@pytest.mark.slow
+def test_micro_benchmarks_run_once() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "8 passed in" in run.stdout
