@@ -6,8 +6,9 @@ the naive exporter, as median seconds, throughput, speed ratios and peak RSS in 
 each contender in a child process that does nothing else: the child times its runs after its
 imports and set-up, and a bare launcher reads the child's peak RSS and CPU time with ``os.wait4``,
 so nothing outside Python is needed (no ``/usr/bin/time``) except Info-ZIP for its own row, which is
-skipped with a message when ``zip`` is absent. Other processes on the machine skew the times: the
-load average is printed with the table.
+skipped with a message when ``zip`` is absent. Dirty pages are written out (``os.sync``) before
+each timed run, so no run pays for the disk writes of the one before. Other processes on the
+machine skew the times: the load average is printed with the table.
 
 1. pass-through export (ALTO + original images) vs ``zip -0 -q`` over the same image files;
 2. JPEG -> JPEG transcoding export vs a sequential pyvips loop with the same settings;
@@ -148,6 +149,7 @@ def child(spec: str, result: Path) -> None:
     fn = prepare(job)
     times, cpu = [], []
     for _ in range(job.repeat):
+        os.sync()  # no run pays for the writes of the one before
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
@@ -219,6 +221,7 @@ def measure_zip(files: Sequence[Path], out: Path, repeat: int, work: Path) -> Me
     result = Measure(label, rss_mb=0.0)
     for _ in range(repeat):
         out.unlink(missing_ok=True)
+        os.sync()
         seconds, cpu, rss = spawn([exe, "-0", "-q", "-j", str(out), *map(str, files)], work)
         result.times.append(seconds)
         result.cpu.append(cpu)
