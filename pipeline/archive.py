@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import os
 import queue
 import sys
@@ -17,6 +18,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import IO, BinaryIO, Literal
@@ -170,14 +172,15 @@ class Output:
         self._pending.clear()
         self._put(data)
 
-    def read_file(self, path: Path) -> Iterator[memoryview]:
-        """A file's bytes, lazily, in chunks read into buffers that come back once written.
+    def read_file(self, source: Path | BinaryIO) -> Iterator[memoryview]:
+        """A file's bytes (a path, or an open file from where it stands), lazily, in chunks read
+        into buffers that come back once written.
 
         A fresh megabyte per chunk is paged in by the kernel on every read (large blocks are
         mmapped, see :mod:`pipeline.memory`): reusing a few buffers halves the cost of copying
         an image. Each chunk is valid until it is passed to :meth:`write`.
         """
-        with open(path, "rb", buffering=0) as fh:
+        with open(source, "rb", buffering=0) if isinstance(source, Path) else nullcontext(source) as fh:
             while True:
                 buffer = self._spare.pop() if self._spare else _ReadBuffer(CHUNK)
                 if not (n := fh.readinto(buffer)):
@@ -274,7 +277,7 @@ def _link_unique(tmp: Path, final: Path) -> Path:
 class ZipSink:
     """Streams entries into a zip, in the order they are added.
 
-    ``add`` queues an entry (a file path, or an iterable of byte chunks consumed lazily);
+    ``add`` queues an entry (a file path, an open file, or an iterable of byte chunks consumed lazily);
     ``flush`` encodes everything queued into the output, and ``close`` writes the central
     directory. Between flushes only the queued entries' iterators are held, never their data.
     Entry times come from the data (``when``), so the same data gives the same bytes.
@@ -288,14 +291,17 @@ class ZipSink:
         self._central = _CentralDirectory()
 
     def add(
-        self, name: str, data: Path | Iterable[bytes] | bytes, kind: EntryKind, when: datetime | None = None
+        self, name: str, data: Path | BinaryIO | Iterable[bytes] | bytes, kind: EntryKind,
+        when: datetime | None = None,
     ) -> None:
         compress = COMPRESSION[kind]
         level = self._level if compress == ZIP_DEFLATED else None
+        size = None
         if isinstance(data, Path):
             data, size = self._out.read_file(data), data.stat().st_size
-        else:
-            size = None
+        elif isinstance(data, io.IOBase):  # an open file, read from where it stands
+            size = os.fstat(data.fileno()).st_size - data.tell()
+            data = self._out.read_file(data)
         self._zs.add(data, name, size=size, compress_type=compress, compress_level=level)
         self._times.append(zip_time(when))
 

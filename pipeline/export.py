@@ -18,7 +18,7 @@ from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
@@ -244,7 +244,7 @@ class _Pages:
         self.namer = EntryNamer((METS_NAME, REPORT_NAME))
         self.index = PageIndex()
 
-    def add(self, part: Part, image: Path | Iterator[bytes] | ImageError | None) -> int:
+    def add(self, part: Part, image: Path | BinaryIO | ImageError | None) -> int:
         """Queue the part's image (unless None; an error fails the export or, with ``skip``, is
         reported) and its XML; return the number of pages so far."""
         image_name, xml_name = self.namer.part_names(part.image_filename, part.order)
@@ -271,7 +271,7 @@ async def _write_transcoded(
     source: Source, document: Document, options: ExportOptions, out: Output, pages: _Pages
 ) -> None:
     """Pages whose images the stage transcodes ahead; each page is written as soon as its image
-    starts coming (with ``skip``: once it is complete), so its buffers go as soon as it is in."""
+    is complete, and its temporary file goes as soon as it is in the zip."""
     stage = ImageStage(options.image, spill_dir=_spill_dir(out))
     async with (
         stage, anyio.create_task_group() as tg, _with_images(tg, stage, source, document, options) as jobs,
@@ -279,14 +279,11 @@ async def _write_transcoded(
         async for part, job in jobs:
             where.set(_describe(document, part))
             try:
-                data: Path | Iterator[bytes] | ImageError = await job.data(complete=pages.skip)
+                data: Path | BinaryIO | ImageError = await job.data()
             except ImageError as exc:
                 data = exc
             pages.add(part, data)
-            try:
-                await anyio.to_thread.run_sync(pages.sink.flush)
-            except ImageError as exc:
-                raise PipelineError(f"document {document.name!r}, {exc}") from exc
+            await anyio.to_thread.run_sync(pages.sink.flush)
             stage.release(job)
 
 

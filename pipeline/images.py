@@ -5,12 +5,11 @@ and returns the part with its coordinates, size and file name made to match, so 
 never know about it. :class:`ImageStage` then transcodes the images of the next parts ahead of the
 writer, on at most one worker thread per core plus one, in part order:
 
-* a transcode streams: libvips reads sequentially (shrinking on load when resizing) and writes
-  through a custom target in chunks, so no decoded or encoded image is ever whole in memory;
-* the part being written drains its :class:`Spool` straight into its zip entry (the encoder waits
-  for the zip when it runs ahead by more than a small window);
-* parts ahead keep their output in memory within a shared budget and spill to anonymous temporary
-  files beyond it, which the OS removes on close, even when the process dies.
+* a transcode streams through libvips (sequential reads, shrinking on load when resizing) into an
+  anonymous temporary file through its own descriptor, so no decoded or encoded image is ever
+  whole in memory and libvips' threads never wait for the GIL to hand over their output;
+* the writer adds the file to the zip once the transcode is complete; the OS removes the file when
+  it is closed, even when the process dies.
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import logging
 import os
 import tempfile
 import threading
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -46,12 +43,6 @@ FORMATS: dict[str, tuple[str, ...]] = {
 ORIGINAL = "original"
 #: the libvips error level that fails a load: a truncated file must not export as a grey page
 FAIL_ON = "truncated"
-CHUNK = 1 << 18
-#: how far the encoder of the part being written may run ahead of the zip
-STREAM_WINDOW = 4 * CHUNK
-#: how often a blocked thread looks for cancellation
-POLL = 0.1
-MEMORY_BUDGET = 64 << 20
 LOOKAHEAD = 3
 #: transcodes at once, beyond one per core: a libvips thread waiting for the GIL (to hand over its
 #: output) or for the disk leaves its core to the extra one (+4 % throughput on 2 cores)
@@ -83,15 +74,14 @@ class ImageOptions:
 
     ``quality`` (1-100, lossy formats) None = the encoder's default. ``max_size`` bounds the longest
     side (downscale only). Transcoded images lose their metadata unless ``keep_metadata``; the
-    colour profile is always kept, since dropping it changes the colours. ``memory_budget`` (bytes)
-    and ``lookahead`` (parts) bound the work done ahead of the part being written.
+    colour profile is always kept, since dropping it changes the colours. ``lookahead`` (parts)
+    bounds the work done ahead of the part being written.
     """
 
     format: str = ORIGINAL
     quality: int | None = None
     max_size: int | None = None
     keep_metadata: bool = False
-    memory_budget: int = MEMORY_BUDGET
     lookahead: int = LOOKAHEAD
 
     def __post_init__(self) -> None:
@@ -105,8 +95,8 @@ class ImageOptions:
             raise UsageError(f"image quality must be 1-100, not {self.quality}")
         if self.max_size is not None and self.max_size < 1:
             raise UsageError(f"image max size must be a positive number of pixels, not {self.max_size}")
-        if self.memory_budget < 0 or self.lookahead < 0:
-            raise UsageError("image memory budget and lookahead cannot be negative")
+        if self.lookahead < 0:
+            raise UsageError("image lookahead cannot be negative")
 
     @property
     def passthrough(self) -> bool:
@@ -200,131 +190,62 @@ def _scale_line(line: Line, sx: float, sy: float) -> Line:
 # --- bytes between the encoder and the zip -------------------------------------------------
 
 
-class MemoryBudget:
-    """Bytes that the spools of all parts ahead may hold in memory together."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._lock = threading.Lock()
-
-    def take(self, n: int, *, force: bool = False) -> bool:
-        with self._lock:
-            if not force and self.used + n > self.limit:
-                return False
-            self.used += n
-            return True
-
-    def release(self, n: int) -> None:
-        with self._lock:
-            self.used -= n
-
-
 class SpoolClosed(Exception):
     """The reader went away: the encoder stops."""
 
 
 class Spool:
-    """One image's encoded bytes between one writer thread (libvips) and one reader (the zip).
+    """One image's encoded bytes, in an anonymous temporary file that libvips writes through its
+    own descriptor (no Python between the encoder and the file: a custom target called back into
+    Python for every 8 KB, each call waiting for the GIL) and the zip reads once it is complete.
 
-    Chunks stay in memory while the budget allows, then everything that follows goes to an
-    anonymous temporary file (read back with ``pread``). Once a reader streams, the writer no
-    longer spills but waits when it is more than :data:`STREAM_WINDOW` ahead.
+    The file is closed by :meth:`close` or, if libvips is still writing, when it stops: a
+    descriptor is never closed under a writer (its number could be reused by another file).
     """
 
-    def __init__(self, budget: MemoryBudget, spill_dir: Path | None) -> None:
-        self._budget = budget
+    def __init__(self, spill_dir: Path | None) -> None:
         self._spill_dir = spill_dir
-        self._cond = threading.Condition()
-        self._chunks: deque[bytes] = deque()
-        self._held = 0
+        self._lock = threading.Lock()
         self._file: BinaryIO | None = None
-        self._written = 0
-        self._pending = bytearray()
-        self._streaming = False
-        self._done = False
+        self._writing = False
         self._closed = False
         self.error: BaseException | None = None
 
-    def write(self, data: bytes) -> None:
-        """Writer side: queue bytes (coalesced into :data:`CHUNK`-sized chunks)."""
-        self._pending += data
-        if len(self._pending) >= CHUNK:
-            self._push(bytes(self._pending))
-            self._pending.clear()
-
-    def finish(self, error: BaseException | None = None) -> None:
-        """Writer side: all bytes are written, or the write failed with ``error``."""
-        if error is None and self._pending:
-            try:
-                self._push(bytes(self._pending))
-            except SpoolClosed:
-                return
-        with self._cond:
-            self.error = error
-            self._done = True
-            self._cond.notify_all()
-
-    def _push(self, chunk: bytes) -> None:
-        with self._cond:
-            while self._streaming and self._file is None and self._held >= STREAM_WINDOW and not self._closed:
-                self._cond.wait()
+    def open(self) -> int:
+        """Writer side: the descriptor to write to; :class:`SpoolClosed` if the reader went away."""
+        with self._lock:
             if self._closed:
                 raise SpoolClosed
-            if self._file is None and self._budget.take(len(chunk), force=self._streaming):
-                self._chunks.append(chunk)
-                self._held += len(chunk)
-                self._cond.notify_all()
-                return
-            if self._file is None:
-                self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close()
-                    dir=self._spill_dir, prefix=".pipeline-spool-", buffering=0
-                )
-            self._file.write(chunk)  # under the lock: close() may not pull the file from under it
-            self._written += len(chunk)
-            self._cond.notify_all()
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or finish()
+                dir=self._spill_dir, prefix=".pipeline-spool-", buffering=0
+            )
+            self._writing = True
+            return self._file.fileno()
 
-    def stream(self) -> Iterator[bytes]:
-        """Reader side: the bytes in order, as they come; raises the writer's error.
+    def finish(self, error: BaseException | None = None) -> None:
+        """Writer side: done with the descriptor, all bytes written or failed with ``error``."""
+        with self._lock:
+            self.error = error
+            self._writing = False
+            if self._closed and self._file is not None:
+                self._file.close()
 
-        Runs in an anyio worker thread (the zip flush), so waiting for the writer stays cancellable.
-        """
-        with self._cond:
-            self._streaming = True
-            self._cond.notify_all()
-        offset = 0
-        while True:
-            with self._cond:
-                while not (self._chunks or offset < self._written or self._done or self._closed):
-                    self._cond.wait(POLL)
-                    anyio.from_thread.check_cancelled()
-                if self.error is not None:
-                    raise self.error
-                if self._closed:
-                    raise SpoolClosed
-                if self._chunks:
-                    chunk = self._chunks.popleft()
-                    self._held -= len(chunk)
-                    self._budget.release(len(chunk))
-                    self._cond.notify_all()
-                elif offset < self._written:
-                    assert self._file is not None
-                    chunk = os.pread(self._file.fileno(), min(CHUNK, self._written - offset), offset)
-                    offset += len(chunk)
-                else:
-                    return
-            yield chunk
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def file(self) -> BinaryIO:
+        """Reader side, after a successful finish: the encoded image, from its start."""
+        assert self._file is not None and not self._writing
+        self._file.seek(0)
+        return self._file
 
     def close(self) -> None:
-        """Free memory and the temporary file; a writer still running stops at its next chunk."""
-        with self._cond:
+        """Drop the file now, or when the writer finishes."""
+        with self._lock:
             self._closed = True
-            self._budget.release(self._held)
-            self._chunks.clear()
-            self._held = 0
-            if self._file is not None:
+            if self._file is not None and not self._writing:
                 self._file.close()
-            self._cond.notify_all()
 
 
 # --- the stage -----------------------------------------------------------------------------
@@ -350,6 +271,7 @@ class ImageJob:
     def __init__(self, part: Part, plan: ImagePlan, options: ImageOptions, spool: Spool) -> None:
         self.part, self.plan, self._options, self._spool = part, plan, options, spool
         self._done = anyio.Event()
+        self._image: pyvips.Image | None = None  #: being written, so that close() can stop it
 
     async def run(self, limiter: anyio.CapacityLimiter) -> None:
         try:
@@ -357,22 +279,22 @@ class ImageJob:
         finally:
             self._done.set()
 
-    async def data(self, *, complete: bool) -> Path | Iterator[bytes]:
-        """The entry data: the file (pass-through) or the encoded bytes, streamed as they come.
-
-        With ``complete`` the transcode must have succeeded first, so a failure is known before
-        anything of the image reaches the zip. Raises :class:`ImageError`.
-        """
-        if self.plan.passthrough or complete:
-            await self._done.wait()
+    async def data(self) -> Path | BinaryIO:
+        """The entry data once the job is done: the checked file (pass-through) or the encoded
+        image, so a failure is known before anything of the image reaches the zip.
+        Raises :class:`ImageError`."""
+        await self._done.wait()
         if self._spool.error is not None:
             raise self._spool.error
         if self.plan.passthrough:
             assert self.plan.source is not None
             return self.plan.source
-        return self._spool.stream()
+        return self._spool.file()
 
     def close(self) -> None:
+        """Drop the encoded image; a transcode still running is killed (libvips stops soon)."""
+        if (image := self._image) is not None:
+            image.set_kill(True)
         self._spool.close()
 
     def _work(self) -> None:
@@ -397,25 +319,16 @@ class ImageJob:
         kwargs: dict[str, object] = {"keep": keep}
         if options.quality is not None:
             kwargs["Q"] = options.quality
-        stopped: list[BaseException] = []
-
-        def on_write(data: bytes) -> int:  # called on a libvips thread
-            try:
-                self._spool.write(data)
-            except BaseException as exc:  # noqa: BLE001 - must not unwind through C
-                stopped.append(exc)
-                return -1
-            return len(data)
-
-        target = pyvips.TargetCustom()
-        target.on_write(on_write)
+        self._image = image
         try:
+            target = pyvips.Target.new_to_descriptor(self._spool.open())
             image.write_to_target(target, self.plan.save_suffix, **kwargs)
         except pyvips.Error as exc:
-            if stopped:
-                raise stopped[0] from None
+            if self._spool.closed:  # killed by close()
+                raise SpoolClosed from None
             raise ImageError(self.part, _reason(exc)) from None
-
+        finally:
+            self._image = None
 
 def passthrough_image(part: Part, options: ImageOptions) -> tuple[Part, Path | ImageError]:
     """For a pass-through export (:attr:`ImageOptions.passthrough`): the part as exported and its
@@ -496,15 +409,10 @@ class ImageStage:
     def __init__(self, options: ImageOptions, *, spill_dir: Path | None = None) -> None:
         configure_vips()
         self.options = options
-        self._budget = MemoryBudget(options.memory_budget)
         self._spill_dir = spill_dir
         self._limiter = anyio.CapacityLimiter(cores() + OVERSUBSCRIBE)
         self._jobs: set[ImageJob] = set()
         self._tg: TaskGroup | None = None
-
-    @property
-    def budget(self) -> MemoryBudget:
-        return self._budget
 
     async def __aenter__(self) -> ImageStage:
         self._tg = anyio.create_task_group()
@@ -516,7 +424,7 @@ class ImageStage:
     ) -> bool | None:
         assert self._tg is not None
         for job in self._jobs:
-            job.close()  # wakes encoders waiting on a reader that is gone
+            job.close()  # kills the transcodes still running
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
         finally:
@@ -531,7 +439,7 @@ class ImageStage:
         async with parts, out:
             async for part in parts:
                 fitted, plan = await anyio.to_thread.run_sync(fit_part, part, self.options)
-                job = ImageJob(fitted, plan, self.options, Spool(self._budget, self._spill_dir))
+                job = ImageJob(fitted, plan, self.options, Spool(self._spill_dir))
                 self._jobs.add(job)
                 self._tg.start_soon(job.run, self._limiter)
                 await out.send((fitted, job))

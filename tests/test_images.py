@@ -265,7 +265,7 @@ async def aenumerate(items: Any) -> Any:
 
 
 def spill_options(**kwargs: Any) -> ExportOptions:
-    image = ImageOptions(format="jpeg", memory_budget=0, lookahead=3)
+    image = ImageOptions(format="jpeg", lookahead=3)
     return ExportOptions(images=True, image=image, **kwargs)
 
 
