@@ -44,8 +44,8 @@ ORIGINAL = "original"
 #: the libvips error level that fails a load: a truncated file must not export as a grey page
 FAIL_ON = "truncated"
 LOOKAHEAD = 3
-#: transcodes at once, beyond one per core: a libvips thread waiting for the GIL (to hand over its
-#: output) or for the disk leaves its core to the extra one (+4 % throughput on 2 cores)
+#: transcodes at once, beyond one per core: a transcode in a serial phase (opening, the JPEG
+#: decoder's own thread) or waiting for the disk leaves spare cycles to the extra one (+4 % on 2 cores)
 OVERSUBSCRIBE = 1
 
 
