@@ -35,10 +35,9 @@ from .select import RegionFilter
 
 #: how many parts the source may read ahead of the writer
 LOOKAHEAD = 4
-#: without images, pages are written this many at a time: one worker-thread call for several small
-#: XML entries (each call wakes the event loop); a part with an image is written at once, so its
-#: buffers are released as soon as they are in the zip
-FLUSH_EVERY = 4
+#: without images, pages are written once they hold this many lines: one worker-thread call for
+#: several XML entries (each call wakes the event loop); a part with an image is written at once
+FLUSH_LINES = 1024
 #: images that could not be exported with ``on_error="skip"``, added just before METS
 REPORT_NAME = "export-report.json"
 #: bytes of a bulk archive's text entry kept in memory before spilling to a temporary file
@@ -216,13 +215,18 @@ async def _write_zip(
     if options.images and not options.image.passthrough:
         await _write_transcoded(source, document, options, out, pages)
     else:
+        pending = 0  # lines queued since the last flush
         async with _read(source, document, options) as parts:
             async for part in parts:
                 where.set(_describe(document, part))
                 if options.images:
                     await anyio.to_thread.run_sync(pages.write_passthrough, part, options.image)
-                elif pages.add(part, None) % FLUSH_EVERY == 0:
+                    continue
+                pages.add(part, None)
+                pending += len(part.lines)
+                if pending >= FLUSH_LINES:
                     await anyio.to_thread.run_sync(sink.flush)
+                    pending = 0
     where.set(f"document {document.name!r}")
     if result.report:
         report = json.dumps(result.report, indent=1, ensure_ascii=False).encode()
@@ -244,9 +248,9 @@ class _Pages:
         self.namer = EntryNamer((METS_NAME, REPORT_NAME))
         self.index = PageIndex()
 
-    def add(self, part: Part, image: Path | BinaryIO | ImageError | None) -> int:
+    def add(self, part: Part, image: Path | BinaryIO | ImageError | None) -> None:
         """Queue the part's image (unless None; an error fails the export or, with ``skip``, is
-        reported) and its XML; return the number of pages so far."""
+        reported) and its XML."""
         image_name, xml_name = self.namer.part_names(part.image_filename, part.order)
         if isinstance(image, ImageError):
             if not self.skip:
@@ -259,7 +263,6 @@ class _Pages:
                       part.updated_at)
         self.index.append(image_name if image is not None else None, xml_name)
         self.result.parts += 1
-        return self.result.parts
 
     def write_passthrough(self, part: Part, options: ImageOptions) -> None:
         """Check the part's image, queue the page and write it (blocking: a worker thread)."""
