@@ -312,3 +312,35 @@ def test_unsupported_format_is_a_usage_error(corpus: Path, tmp_path: Path,
         ImageOptions(format="bmp")
     with pytest.raises(UsageError, match="quality"):
         ImageOptions(format="jpeg", quality=0)
+
+
+def test_closing_a_running_transcode_kills_it_and_closes_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released while libvips still writes (a 36 MP noise PNG takes seconds to encode), a transcode
+    stops with SpoolClosed instead of finishing, and its temporary file is closed once it stops."""
+    big = tmp_path / "noise.jpg"
+    pyvips.Image.gaussnoise(6000, 6000, sigma=60, mean=128).cast("uchar").jpegsave(str(big), Q=90)
+    part = Part(id=1, document_id=1, order=0, image="noise.jpg", width=6000, height=6000,
+                image_path=str(big))
+    spy = SpillSpy(monkeypatch)
+
+    async def go() -> None:
+        stage = images.ImageStage(ImageOptions(format="png"), spill_dir=tmp_path)
+        parts_send, parts = anyio.create_memory_object_stream[Part](1)
+        jobs_send, jobs = anyio.create_memory_object_stream[tuple[Part, images.ImageJob]](1)
+        with anyio.fail_after(60):
+            async with stage, anyio.create_task_group() as tg:
+                tg.start_soon(stage.feed, parts, jobs_send)
+                async with parts_send, jobs:
+                    await parts_send.send(part)
+                    _, job = await jobs.receive()
+                    while not spy.files:  # libvips has started writing
+                        await anyio.sleep(0.005)
+                    stage.release(job)
+                    with pytest.raises(images.SpoolClosed):
+                        await job.data()
+
+    anyio.run(go)
+    assert spy.all_closed()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".pipeline-spool-")] == []
