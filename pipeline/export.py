@@ -33,7 +33,7 @@ from .naming import METS_NAME, EntryNamer, PageIndex, output_name, slug
 from .registry import Registry, new_export_id
 from .select import RegionFilter
 
-#: how many parts the source may read ahead of the writer
+#: with transcoded images, how many parts the source may read ahead of the image stage
 LOOKAHEAD = 4
 #: without images, pages are written once they hold this many lines: one worker-thread call for
 #: several XML entries (each call wakes the event loop); a part with an image is written at once
