@@ -259,8 +259,8 @@ class _Pages:
             image = None
         if image is not None:
             self.sink.add(self.prefix + image_name, image, "image", part.updated_at)
-        self.sink.add(self.prefix + xml_name, self.render(part, self.document, self.flt), "xml",
-                      part.updated_at)
+        xml = _logged_as(_describe(self.document, part), self.render(part, self.document, self.flt))
+        self.sink.add(self.prefix + xml_name, xml, "xml", part.updated_at)
         self.index.append(image_name if image is not None else None, xml_name)
         self.result.parts += 1
 
@@ -390,6 +390,20 @@ def _writer(spec: formats.FormatSpec) -> Callable[..., Awaitable[None]]:
     if spec.writer:
         return WRITERS[spec.writer]
     return _write_zip if spec.zipped else _write_text
+
+
+def _logged_as(context: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, rendered with log messages naming ``context``: pages are rendered later, several
+    per flush, when the context names the last page queued."""
+    while True:
+        token = where.set(context)
+        try:
+            chunk = next(chunks, None)
+        finally:
+            where.reset(token)
+        if chunk is None:
+            return
+        yield chunk
 
 
 def _describe(document: Document, part: Part) -> str:

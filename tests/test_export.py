@@ -102,6 +102,18 @@ def test_parts_selection_keeps_document_order(demo_corpus: Path, tmp_path: Path)
     assert orders == ["1", "2", "3"]
 
 
+@pytest.mark.parametrize("fmt", ["alto", "page"])
+def test_warnings_name_the_part_they_come_from(
+    demo_corpus: Path, tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pages are rendered several per flush; a warning still names the page of its line (the demo's
+    first page has a line without mask and baseline, later pages have none)."""
+    export(demo_corpus, tmp_path / "a.zip", "--format", fmt)
+    warnings = [m for m in capsys.readouterr().err.splitlines() if "no mask and no baseline" in m]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("pipeline: document 'Demo 1") and ", part 1 (" in warnings[0]
+
+
 def test_text_export_to_stdout(demo_corpus: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     assert run("export", "--corpus", demo_corpus, "--document", "1", "--format", "text", "-o", "-") == 0
     text = capfdbinary.readouterr().out.decode("utf-8")
