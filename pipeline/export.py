@@ -1,10 +1,10 @@
 """One document, one export: source → format writers → archive sink → output.
 
-Parts are pulled lazily from the source and rendered and deflated in a worker thread. With images,
-a reader task and the image stage run ahead of the writer through bounded memory object streams
-(backpressure), so image I/O and transcoding overlap with writing; without images everything
-needs the GIL and parts go straight from the source to the writer. Only names are kept per
-document (for METS); nothing else accumulates.
+Parts are pulled lazily from the source and rendered and deflated in a worker thread. With
+transcoded images, a reader task and the image stage run ahead of the writer through bounded
+memory object streams (backpressure), so transcoding overlaps with writing; without images or
+with pass-through ones, everything left needs the GIL and parts go straight from the source to the
+writer. Only names are kept per document (for METS); nothing else accumulates.
 """
 
 from __future__ import annotations

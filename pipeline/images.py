@@ -306,7 +306,7 @@ class ImageJob:
                 self._transcode()
         except (ImageError, SpoolClosed) as exc:
             error = exc
-        except BaseException as exc:  # a bug or a full disk: wake the reader, then fail the export
+        except BaseException as exc:  # a bug, or no temporary file: release the spool, then fail
             self._spool.finish(exc)
             raise
         self._spool.finish(error)
