@@ -552,3 +552,26 @@ def test_page_structure_matches_escriptorium(path: Path) -> None:
         region.insert(0, coords)
     assert ours.nsmap == theirs.nsmap
     assert shape(ours) == shape(theirs)
+
+
+def test_page_custom_types_when_block_and_line_type_ids_overlap() -> None:
+    """eScriptorium numbers core_blocktype and core_linetype from 1 each: BlockType 1 is Title,
+    LineType 1 is Main. Each element must name its own table's type, whichever comes first."""
+    title_block, main_line = Typology(1, "Title"), Typology(1, "Main")
+    main_block, heading_line = Typology(2, "Main"), Typology(2, "Heading")
+    regions = (Region(10, 0, SQUARE, title_block, "r1"), Region(11, 1, SQUARE, main_block, "r2"))
+    lines = (
+        Line(20, 0, ((1, 40), (99, 40)), SQUARE, 10, heading_line, "l1", "INCIPIT"),
+        Line(21, 1, ((1, 45), (99, 45)), SQUARE, 11, main_line, "l2", "text"),
+        Line(22, 2, ((1, 48), (99, 48)), SQUARE, 11, heading_line, "l3", "more"),
+    )
+    part = Part(1, 7, 0, "documents/7/f.jpg", 1000, 1400, regions=regions, lines=lines)
+    doc = Document(7, "doc", valid_block_types=(title_block, main_block),
+                   valid_line_types=(main_line, heading_line), block_types=(title_block, main_block))
+    root = tree(b"".join(page.render(part, doc, RegionFilter.parse(None, doc))))
+    customs = {e.get("id"): e.get("custom") for e in root.iter(f"{{{page.PAGE_NS}}}TextRegion",
+                                                               f"{{{page.PAGE_NS}}}TextLine")}
+    assert customs == {
+        "r1": "structure {type:Title;}", "r2": "structure {type:Main;}",
+        "l1": "structure {type:Heading;}", "l2": "structure {type:Main;}", "l3": "structure {type:Heading;}",
+    }

@@ -411,3 +411,47 @@ def test_import_paths_api(tmp_path: Path) -> None:
             assert summary.warnings == []
 
     anyio.run(go)
+
+
+def test_typed_escriptorium_page_round_trip_keeps_region_and_line_types(tmp_path: Path) -> None:
+    """eScriptorium's PAGE template writes ``custom="structure {type:…;}"`` on typed regions and
+    lines. The real tapuscorpus PAGE export, with its lines put into typed regions the way that
+    template writes them (a ``DropCapitalZone``, ``MainZone``s; ``DefaultLine``/``HeadingLine``
+    lines, some untyped), imports with block and line type ids both numbered from 1 and must
+    re-export with every region and line type unchanged."""
+    source = tmp_path / "typed"
+    source.mkdir()
+    for path in sorted((FIXTURES / "escriptorium-tapuscorpus/page").iterdir()):
+        data = path.read_bytes()
+        if path.suffix == ".xml":
+            root = etree.fromstring(data)
+            page_el = root.find("{*}Page")
+            w, h = page_el.get("imageWidth"), page_el.get("imageHeight")
+            zone = "DropCapitalZone" if path.stem.startswith("0_") else "MainZone"
+            data = data.replace(
+                b'<TextRegion id="eSc_dummyblock_">',
+                f'<TextRegion id="eSc_textblock_{path.stem[:7]}" custom="structure {{type:{zone};}}">'
+                f'<Coords points="0,0 {w},0 {w},{h} 0,{h}"/>'.encode(),
+            )
+            count = iter(range(1000))
+            data = re.sub(
+                rb'(<TextLine id="[^"]+") >',
+                lambda m: m[1] + [b' custom="structure {type:DefaultLine;}">',
+                                  b' custom="structure {type:HeadingLine;}">', b">"][next(count) % 3],
+                data,
+            )
+        (source / path.name).write_bytes(data)
+    original = page_files(source)
+    kinds = {t for page in original.values() for key in ("regions", "lines")
+             for t in (row[1 if key == "regions" else 2] for row in content(page)[key])}
+    assert kinds == {"DropCapitalZone", "MainZone", "DefaultLine", "HeadingLine", None}
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", source, "--corpus", corpus) == 0
+    with sqlite3.connect(corpus) as db:  # both tables numbered from 1, as in eScriptorium
+        assert db.execute("SELECT id, name FROM core_blocktype ORDER BY id").fetchall() == [
+            (1, "DropCapitalZone"), (2, "MainZone")]
+        assert [r[0] for r in db.execute("SELECT id FROM core_linetype ORDER BY id")] == [1, 2]
+    out = tmp_path / "page.zip"
+    assert run("export", "--corpus", corpus, "--document", "1", "--layer", "Default PAGE Import",
+               "--format", "page", "-o", out) == 0
+    assert_same_pages(original, zip_pages(out))

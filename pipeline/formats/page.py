@@ -34,6 +34,8 @@ DUMMY_BLOCK = "eSc_dummyblock_"
     "Baseline", "TextEquiv", "Unicode"))  # fmt: skip
 
 _CUSTOM_SPECIALS = frozenset(";{}")
+#: ``custom`` attribute values by (``"block"`` or ``"line"``, type id)
+_Customs = dict[tuple[str, int], str]
 
 
 def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]:
@@ -43,7 +45,7 @@ def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]
     """
     lay = layout(part, flt)
     ids = Ids((DUMMY_BLOCK,))
-    customs: dict[int, str] = {}
+    customs: _Customs = {}
     page_rect = rect_points(0, 0, part.width, part.height)
     out = Chunks(DECLARATION_STANDALONE)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(PCGTS, _ROOT_ATTRS, nsmap=_NSMAP):
@@ -59,7 +61,7 @@ def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]
             for region, lines in lay.blocks:
                 attrs = {"id": ids.take(region.external_id, f"eSc_textblock_{region.id}")}
                 if region.type is not None:
-                    attrs["custom"] = _custom(region.type, customs)
+                    attrs["custom"] = _custom("block", region.type, customs)
                 coords = page_points(region.box)
                 if coords is None:
                     log.warning("region %s: fewer than 2 points, Coords = page rectangle", region.id)
@@ -88,14 +90,17 @@ def _metadata(xf: etree._IncrementalFileWriter, part: Part) -> None:
     xf.write("\n")
 
 
-def _custom(typology: Typology, cache: dict[int, str]) -> str:
-    """``structure {type:<name>;}``; names with ``; { }`` break that syntax: kept, but warned."""
-    custom = cache.get(typology.id)
+def _custom(kind: str, typology: Typology, cache: _Customs) -> str:
+    """``structure {type:<name>;}``; names with ``; { }`` break that syntax: kept, but warned.
+
+    Cached by kind and id: block types and line types are separate tables, both numbered from 1.
+    """
+    custom = cache.get((kind, typology.id))
     if custom is None:
-        name = clean(typology.name, "type", typology.id)
+        name = clean(typology.name, f"{kind} type", typology.id)
         if not _CUSTOM_SPECIALS.isdisjoint(name):
-            log.warning("type %s: name %r contains ; { or }, breaking PAGE custom", typology.id, name)
-        custom = cache[typology.id] = f"structure {{type:{name};}}"
+            log.warning("%s type %s: name %r contains ; { or }, breaking PAGE custom", kind, typology.id, name)
+        custom = cache[kind, typology.id] = f"structure {{type:{name};}}"
     return custom
 
 
@@ -105,7 +110,7 @@ def _region(
     coords: str,
     lines: list[Line],
     ids: Ids,
-    customs: dict[int, str],
+    customs: _Customs,
 ) -> None:
     with xf.element(TEXT_REGION, attrs):
         xf.write("\n")
@@ -118,12 +123,12 @@ def _region(
 
 
 def _line(
-    xf: etree._IncrementalFileWriter, line: Line, region_coords: str, ids: Ids, customs: dict[int, str]
+    xf: etree._IncrementalFileWriter, line: Line, region_coords: str, ids: Ids, customs: _Customs
 ) -> None:
     """Coords always present (defect 2): mask, else baseline bbox, else the region's Coords."""
     attrs = {"id": ids.take(line.external_id, f"eSc_line_{line.id}")}
     if line.type is not None:
-        attrs["custom"] = _custom(line.type, customs)
+        attrs["custom"] = _custom("line", line.type, customs)
     coords = page_points(line.mask)
     if coords is None:
         box = bbox(line.baseline)
