@@ -4,14 +4,16 @@ Same arguments and seed give the same SQLite content and the same image bytes: i
 order, external ids, texts and timestamps come from ``random.Random(seed)``, never from the clock.
 Page images are drawn once per layout variant (recto/verso) and copied (or hard-linked) for the other
 parts, so thousands of parts cost two encodes. Cases covered in each document (with >= 4 parts and >= 12
-lines per part): valid block types Main/Title/Commentary/Illustration, an untyped region, a region
-of a type outside the document's ontology (Marginalia), a region without lines, orphan lines,
-mask-less lines, one line with neither mask nor baseline, two layers plus an archived one (some
-lines in one layer only, one empty text), confidences 0.0 and NULL, RTL and combining text, emoji,
-XML special characters in texts and names, bad external ids (empty, ``12``, duplicated), line types
-outside the ontology, text annotations within and across lines, tags, document and part metadata,
-an empty original filename, ``f003.jpg`` + ``f003.png`` in one document, IIIF source URLs, and a
-part without a stored size (read from the image header).
+lines per part): block and line types numbered from 1 in both tables with the four of each that
+eScriptorium's migrations seed (so ids overlap: block type 1 is Title, line type 1 is Main), an
+untyped region, a region of a type outside the document's ontology (Marginalia), a region without
+lines, orphan lines, mask-less lines (baseline only), one line with neither mask nor baseline,
+layers named as eScriptorium names them (``manual``, one after a kraken model, an archived zip
+import; some lines in one layer only, one empty text), confidences 0.0 and NULL, RTL and combining
+text, emoji, XML special characters in texts and names, bad external ids (NULL, empty, ``12``,
+duplicated), line types used but outside the ontology, text annotations within and across lines,
+tags, document and part metadata, an empty original filename, ``f003.jpg`` + ``f003.png`` in one
+document, IIIF source URLs, and a part without a stored size (read from the image header).
 """
 
 from __future__ import annotations
@@ -39,12 +41,20 @@ _SAVE_OPTIONS: dict[str, dict[str, object]] = {
     "tiff": {"compression": "deflate"},
     "webp": {"Q": 80},
 }
-VALID_BLOCK_TYPES = ("Main", "Title", "Commentary", "Illustration")
+#: what eScriptorium's migrations seed, in id order: both tables are numbered from 1, so ids overlap
+SEEDED_BLOCK_TYPES = ("Title", "Main", "Commentary", "Illustration")
+SEEDED_LINE_TYPES = ("Main", "Numbering", "Correction", "Signature")
+VALID_BLOCK_TYPES = SEEDED_BLOCK_TYPES  # public + default: every new document gets them
 OTHER_BLOCK_TYPE = "Marginalia"
-VALID_LINE_TYPES = ("Default", "Heading")
+VALID_LINE_TYPES = ("Main", "Heading")
 OTHER_LINE_TYPE = "Interlinear"
-LAYERS = ("manual", "kraken:demo")
-ARCHIVED_LAYER = "kraken:old (archived 2024-01-01 10:00)"
+#: block types, then line types, in creation (= id) order
+BLOCK_TYPES = (*SEEDED_BLOCK_TYPES, OTHER_BLOCK_TYPE)
+LINE_TYPES = (*SEEDED_LINE_TYPES, "Heading", OTHER_LINE_TYPE)
+#: manual work, then a layer named after the kraken model that produced it
+LAYERS = ("manual", "kraken:catmus-medieval-1.5")
+#: an old zip import, archived (named as eScriptorium names imports)
+ARCHIVED_LAYER = "Zip import 2024-03-01 10:00"
 MIN_SIDE, MAX_SIDE = 100, 20_000
 #: lines needed besides the main column: title 1, commentary 2, marginalia 1, untyped 1, orphan 1
 _SIDE_LINES = 6
@@ -271,8 +281,8 @@ class _Builder:
         self.epoch = datetime(2023, 1, 1, tzinfo=UTC) + timedelta(minutes=seed % 525_600)
         self.parts = self.lines = self.images = 0
         self._image_files: dict[int, Path] = {}
-        self.block_types = {n: writer.add_block_type(n) for n in (*VALID_BLOCK_TYPES, OTHER_BLOCK_TYPE)}
-        self.line_types = {n: writer.add_line_type(n) for n in (*VALID_LINE_TYPES, OTHER_LINE_TYPE)}
+        self.block_types = {n: writer.add_block_type(n) for n in BLOCK_TYPES}
+        self.line_types = {n: writer.add_line_type(n) for n in LINE_TYPES}
         self.page_type = writer.add_part_type("Page")
 
     def _hex(self) -> str:
@@ -446,7 +456,7 @@ _BLOCK_TYPE_OF = {
 }
 _LINE_TYPE_OF = {
     "title": "Heading",
-    "main": "Default",
-    "commentary": "Default",
+    "main": "Main",
+    "commentary": "Main",
     "marginalia": OTHER_LINE_TYPE,
 }

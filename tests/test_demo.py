@@ -73,8 +73,18 @@ def test_mirrored_and_project_tables_exist(demo_corpus: Path) -> None:
         ("NULL external id", "core_line WHERE external_id IS NULL"),
         ("duplicated external id", """(SELECT document_part_id FROM core_line
             GROUP BY document_part_id, external_id HAVING COUNT(*) > 1)"""),
-        ("line type outside the ontology", """core_line l JOIN core_linetype t
-            ON t.id = l.typology_id WHERE t.name = 'Interlinear'"""),
+        ("line type outside the ontology", """core_line l JOIN core_documentpart p
+            ON p.id = l.document_part_id WHERE l.typology_id IS NOT NULL AND NOT EXISTS (SELECT 1
+            FROM core_document_valid_line_types v WHERE v.document_id = p.document_id
+            AND v.linetype_id = l.typology_id)"""),
+        ("non-NCName external id", "core_line WHERE external_id GLOB '[0-9]*'"),
+        ("line with a baseline and no mask", "core_line WHERE baseline IS NOT NULL AND mask IS NULL"),
+        ("layer named after a model", "core_transcription WHERE name = 'kraken:catmus-medieval-1.5'"),
+        ("layer named after an import", "core_transcription WHERE name LIKE 'Zip import ____-__-__ __:__'"),
+        ("a page with a block type and a line type of the same id", """core_line l
+            JOIN core_block b ON b.document_part_id = l.document_part_id
+            JOIN core_linetype lt ON lt.id = l.typology_id
+            JOIN core_blocktype bt ON bt.id = b.typology_id WHERE lt.id = bt.id AND lt.name <> bt.name"""),
         ("annotation across lines", "core_textannotation WHERE start_line_id <> end_line_id"),
         ("annotation value", "core_textannotationcomponentvalue"),
         ("tag", "core_document_tags"),
@@ -109,7 +119,48 @@ def test_each_layer_misses_lines_the_other_has(demo_corpus: Path) -> None:
             " WHERE p.document_id = 1"
         )
     assert lines == 4 * 12
-    assert 0 < per_layer["manual"] < lines and 0 < per_layer["kraken:demo"] < lines
+    assert 0 < per_layer["manual"] < lines and 0 < per_layer["kraken:catmus-medieval-1.5"] < lines
+
+
+def test_type_tables_numbered_from_1_as_escriptorium_seeds_them(demo_corpus: Path) -> None:
+    """eScriptorium's migrations seed four block types and four line types, each table from id 1;
+    other types come after. Only some are valid for a document; others are used anyway."""
+    with connect(demo_corpus) as conn:
+        blocks = conn.execute("SELECT id, name FROM core_blocktype ORDER BY id").fetchall()
+        lines = conn.execute("SELECT id, name FROM core_linetype ORDER BY id").fetchall()
+        valid_lines = {n for (n,) in conn.execute("""SELECT t.name FROM core_document_valid_line_types v
+            JOIN core_linetype t ON t.id = v.linetype_id WHERE v.document_id = 1""")}
+    assert blocks[:4] == [(1, "Title"), (2, "Main"), (3, "Commentary"), (4, "Illustration")]
+    assert lines[:4] == [(1, "Main"), (2, "Numbering"), (3, "Correction"), (4, "Signature")]
+    assert "Main" in valid_lines and "Interlinear" not in valid_lines
+
+
+def test_demo_page_export_names_each_line_type_not_its_region_type(demo_corpus: Path, tmp_path: Path) -> None:
+    """End to end on the demo's overlapping ids: every PAGE line names its own line type."""
+    import re
+    import zipfile
+
+    from lxml import etree
+
+    from pipeline.cli import main
+
+    out = tmp_path / "page.zip"
+    assert main(["export", "--corpus", str(demo_corpus), "--document", "1", "--format", "page",
+                 "-o", str(out)]) == 0
+    with connect(demo_corpus) as conn:
+        expected = dict(conn.execute("""SELECT l.external_id, t.name FROM core_line l
+            JOIN core_linetype t ON t.id = l.typology_id JOIN core_documentpart p ON p.id = l.document_part_id
+            WHERE p.document_id = 1 AND l.external_id LIKE 'eSc_line_%'
+            GROUP BY l.external_id HAVING COUNT(*) = 1"""))
+    seen = {}
+    with zipfile.ZipFile(out) as zf:
+        for name in zf.namelist():
+            if name.endswith(".xml") and name != "METS.xml":
+                for line in etree.fromstring(zf.read(name)).iter("{*}TextLine"):
+                    if line.get("id") in expected:
+                        custom = line.get("custom")
+                        seen[line.get("id")] = re.fullmatch(r"structure \{type:(.*);\}", custom)[1]
+    assert len(seen) > 20 and seen == {k: expected[k] for k in seen}
 
 
 def test_geometry_is_consistent(demo_corpus: Path) -> None:

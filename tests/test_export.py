@@ -46,7 +46,7 @@ def export(corpus: Path, out: Path, *args: str) -> Path:
 
 @pytest.mark.parametrize("fmt", ["alto", "page"])
 @pytest.mark.parametrize("regions", FILTERS)
-@pytest.mark.parametrize("layer", ["manual", "kraken:demo"])
+@pytest.mark.parametrize("layer", ["manual", "kraken:catmus-medieval-1.5"])
 def test_every_xml_export_is_valid(demo_corpus: Path, tmp_path: Path, fmt: str, regions: str | None,
                                    layer: str) -> None:
     args = ["--format", fmt, "--layer", layer] + (["--regions", regions] if regions else [])
@@ -160,7 +160,7 @@ def test_verify_detects_tampering(demo_corpus: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
-    (["--layer", "nope"], 2, "layers: kraken:demo, manual"),
+    (["--layer", "nope"], 2, "layers: kraken:catmus-medieval-1.5, manual"),
     (["--regions", "Nope"], 2, "unknown region type 'Nope'"),
     (["--parts", "3-1"], 2, "--parts"),
     (["--parts", "99"], 2, "99"),

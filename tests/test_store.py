@@ -145,12 +145,12 @@ def test_documents_by_id_and_name(demo_corpus: Path) -> None:
 
 def test_document_fields(demo_corpus: Path) -> None:
     doc = run(_first_document, demo_corpus)
-    assert [t.name for t in doc.valid_block_types] == ["Main", "Title", "Commentary", "Illustration"]
-    assert [t.name for t in doc.valid_line_types] == ["Default", "Heading"]
-    assert [t.name for t in doc.block_types] == ["Main", "Title", "Commentary", "Illustration", "Marginalia"]
+    assert [t.name for t in doc.valid_block_types] == ["Title", "Main", "Commentary", "Illustration"]
+    assert [t.name for t in doc.valid_line_types] == ["Main", "Heading"]
+    assert [t.name for t in doc.block_types] == ["Title", "Main", "Commentary", "Illustration", "Marginalia"]
     assert [t.id for t in doc.block_types] == sorted(t.id for t in doc.block_types)
-    assert [(la.name, la.archived) for la in doc.layers][:2] == [("manual", False), ("kraken:demo", False)]
-    assert doc.layers[2].archived
+    assert [(la.name, la.archived) for la in doc.layers] == [
+        ("manual", False), ("kraken:catmus-medieval-1.5", False), ("Zip import 2024-03-01 10:00", True)]
     assert "demo" in doc.tags and ("Language", "lat") in doc.metadata
     assert doc.part_count == 4
     assert doc.created_at is not None and doc.created_at.tzinfo is not None
@@ -191,7 +191,7 @@ def test_unknown_or_archived_layer_lists_the_available_ones(demo_corpus: Path) -
             run(lambda name=name: _all_parts(demo_corpus, name))
         message = str(info.value)
         assert f"{name!r} {state}" in message
-        assert message.endswith("available: 'manual', 'kraken:demo'")
+        assert message.endswith("available: 'manual', 'kraken:catmus-medieval-1.5'")
 
 
 def test_part_content(demo_corpus: Path) -> None:
@@ -226,12 +226,13 @@ def test_lines_without_a_row_in_the_layer_have_no_text_and_orphans_no_region(dem
                 """SELECT l.id FROM core_line l JOIN core_documentpart p ON p.id = l.document_part_id
                    WHERE p.document_id = 1 AND NOT EXISTS (SELECT 1 FROM core_linetranscription t
                    JOIN core_transcription tr ON tr.id = t.transcription_id
-                   WHERE t.line_id = l.id AND tr.name = 'kraken:demo')"""
+                   WHERE t.line_id = l.id AND tr.name = 'kraken:catmus-medieval-1.5')"""
             )
         }
         orphans = {lid for (lid,) in conn.execute("SELECT id FROM core_line WHERE block_id IS NULL")}
     assert absent and orphans
-    lines = [line for part in run(_all_parts, demo_corpus, "kraken:demo") for line in part.lines]
+    kraken = run(_all_parts, demo_corpus, "kraken:catmus-medieval-1.5")
+    lines = [line for part in kraken for line in part.lines]
     assert {line.id for line in lines if line.text is None} == absent
     assert all(line.region_id is None for line in lines if line.id in orphans)
     assert {line.confidence for line in lines} >= {0.0, None}
@@ -257,7 +258,7 @@ def test_annotations_of_the_layer(demo_corpus: Path) -> None:
     assert (person.taxonomy.name, person.taxonomy.abbreviation, person.value) == ("Person", "PER", None)
     assert person.comments == ("check & verify",)
     assert place.start_line_id != place.end_line_id and place.value == "Paris & <Île-de-France>"
-    kraken = run(_all_parts, demo_corpus, "kraken:demo")[0]
+    kraken = run(_all_parts, demo_corpus, "kraken:catmus-medieval-1.5")[0]
     assert [a.value for a in kraken.annotations] == ["Q1"]
     bare = run(lambda: _all_parts(demo_corpus, annotations=False))[0]
     assert bare.annotations == () and bare.lines == first.lines
