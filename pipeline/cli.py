@@ -115,7 +115,7 @@ def _export_source(args: argparse.Namespace) -> Corpus | XmlSource:
     if args.source is not None:
         if args.document is not None:
             raise UsageError("--document goes with --corpus; --source is one document already")
-        return XmlSource(args.source, layer=args.layer, images=args.images)
+        return XmlSource(args.source, layer=args.layer or "manual", images=args.images)
     if args.document is None:
         raise UsageError("--corpus needs --document (an id or exact name)")
     return Corpus.open(args.corpus)
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exchange format: one text per part (default) or per document")
     p.add_argument("--offset-unit", choices=["codepoint", "utf16"], default="codepoint",
                    help="exchange format: annotation offsets in code points (default) or UTF-16 units")
-    p.add_argument("--layer", default="manual", help="transcription layer name (default: manual)")
+    p.add_argument("--layer", help="transcription layer (default: manual, else the document's only layer)")
     p.add_argument("--regions", help="region types to export: TYPE,...,undefined,orphan (default: all)")
     p.add_argument("--parts", help="pages to export, 1-based, e.g. 1-10,15 (default: all)")
     p.add_argument("--images", action="store_true", help="include the page images")

@@ -25,7 +25,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from . import exchange, formats
 from .archive import Output, ZipSink, iter_chunks
-from .errors import PipelineError, UsageError
+from .errors import PipelineError
 from .images import ImageError, ImageJob, ImageOptions, ImageStage, passthrough_image
 from .logcontext import where
 from .model import Document, Part
@@ -61,7 +61,8 @@ class ExportOptions:
     """
 
     format: str = "alto"
-    layer: str = "manual"
+    #: None: ``manual``, else the document's only layer (``Document.choose_layer``)
+    layer: str | None = None
     regions: str | None = None
     part_ids: tuple[int, ...] | None = None
     images: bool = False
@@ -123,9 +124,7 @@ async def export_document(
     documents that have not changed since their last export.
     """
     spec = formats.get(options.format)
-    if options.layer and document.layer(options.layer) is None:
-        names = ", ".join(sorted(la.name for la in document.layers if not la.archived)) or "none"
-        raise UsageError(f"document {document.name!r} has no layer {options.layer!r} (layers: {names})")
+    options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
     export_id = new_export_id()
     final = _final_path(destination, document, spec, export_id, now or datetime.now())
@@ -195,7 +194,7 @@ async def _produce(
     source: Source, document: Document, options: ExportOptions, send: ObjectSendStream[Part]
 ) -> None:
     async with send:
-        async for part in source.parts(document, options.layer, options.part_ids):
+        async for part in source.parts(document, _layer(document, options), options.part_ids):
             await send.send(part)
 
 
@@ -346,6 +345,8 @@ async def export_bulk(
     """
     spec = formats.get(options.format)
     filters = [RegionFilter.parse(options.regions, doc) for doc in documents]
+    for doc in documents:  # each reads its own default layer when none is named; fail before writing
+        doc.choose_layer(options.layer)
     export_id = new_export_id()
     final = _final_path(destination, Document(0, name), dataclasses.replace(spec, ext="zip"), export_id,
                         now or datetime.now())
@@ -438,4 +439,9 @@ def _with_images(
 def _read(source: Source, document: Document, options: ExportOptions) -> aclosing[AsyncGenerator[Part, None]]:
     """Parts straight from the source, for writers with nothing to run ahead: reading and
     rendering both need the GIL, so a reader task ahead would only add a stream hop per part."""
-    return aclosing(source.parts(document, options.layer, options.part_ids))
+    return aclosing(source.parts(document, _layer(document, options), options.part_ids))
+
+
+def _layer(document: Document, options: ExportOptions) -> str:
+    """The layer read for ``document``: in a bulk archive each document may have its own default."""
+    return document.choose_layer(options.layer).name

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
+from pipeline.errors import UsageError
+
+#: the layer of manual transcription, read when no layer is named
+MANUAL_LAYER = "manual"
+
 Point = tuple[float, float]
 Polygon = tuple[Point, ...]
 
@@ -156,6 +161,26 @@ class Document:
     def layer(self, name: str) -> Layer | None:
         """The non-archived layer called ``name``, if any."""
         return next((la for la in self.layers if la.name == name and not la.archived), None)
+
+    def choose_layer(self, name: str | None = None) -> Layer:
+        """The layer an export reads: ``name`` when given; else ``manual`` if the document has it,
+        else its only non-archived layer (imports name their layer after themselves, e.g.
+        ``Default PAGE Import``, and nobody remembers that). UsageError when none fits or when
+        several could, listing the candidates. The one place this is decided (CLI and jobs)."""
+        live = [la for la in self.layers if not la.archived]
+        chosen = self.layer(name or MANUAL_LAYER)
+        if chosen is not None:
+            return chosen
+        if name:
+            names = ", ".join(sorted(la.name for la in live)) or "none"
+            raise UsageError(f"document {self.name!r} has no layer {name!r} (layers: {names})")
+        if len(live) == 1:
+            return live[0]
+        if not live:
+            raise UsageError(f"document {self.name!r} has no transcription layer")
+        names = ", ".join(repr(la.name) for la in live)
+        raise UsageError(f"document {self.name!r} has no layer {MANUAL_LAYER!r} and {len(live)} others: "
+                         f"name one with --layer (a job: layer in [[outputs]]): {names}")
 
 
 def bbox(points: Polygon | None) -> tuple[float, float, float, float] | None:

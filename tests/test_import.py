@@ -433,13 +433,12 @@ def test_typed_escriptorium_page_round_trip_keeps_region_and_line_types(tmp_path
                 f'<TextRegion id="eSc_textblock_{path.stem[:7]}" custom="structure {{type:{zone};}}">'
                 f'<Coords points="0,0 {w},0 {w},{h} 0,{h}"/>'.encode(),
             )
-            count = iter(range(1000))
-            data = re.sub(
-                rb'(<TextLine id="[^"]+") >',
-                lambda m: m[1] + [b' custom="structure {type:DefaultLine;}">',
-                                  b' custom="structure {type:HeadingLine;}">', b">"][next(count) % 3],
-                data,
-            )
+            pieces = re.split(rb'(<TextLine id="[^"]+") >', data)  # text, opening, text, opening...
+            kinds = (b' custom="structure {type:DefaultLine;}">',
+                     b' custom="structure {type:HeadingLine;}">', b">")
+            for i in range(1, len(pieces), 2):
+                pieces[i] += kinds[i // 2 % 3]
+            data = b"".join(pieces)
         (source / path.name).write_bytes(data)
     original = page_files(source)
     kinds = {t for page in original.values() for key in ("regions", "lines")
@@ -455,3 +454,26 @@ def test_typed_escriptorium_page_round_trip_keeps_region_and_line_types(tmp_path
     assert run("export", "--corpus", corpus, "--document", "1", "--layer", "Default PAGE Import",
                "--format", "page", "-o", out) == 0
     assert_same_pages(original, zip_pages(out))
+
+
+def test_export_after_import_defaults_to_the_imported_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An import names its layer after itself (``Default PAGE Import``): no ``manual`` layer, so
+    export reads the document's only layer; with several and no ``manual``, it asks, listing them."""
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", FIXTURES / "escriptorium-tapuscorpus/page", "--corpus", corpus) == 0
+    out = tmp_path / "page.zip"
+    assert run("export", "--corpus", corpus, "--document", "1", "--format", "page", "-o", out) == 0
+    assert_same_pages(page_files(FIXTURES / "escriptorium-tapuscorpus/page"), zip_pages(out))
+    with sqlite3.connect(corpus) as db:
+        layer = db.execute("SELECT layer FROM pipeline_export ORDER BY rowid DESC LIMIT 1").fetchone()[0]
+    assert layer == "Default PAGE Import"
+    with sqlite3.connect(corpus) as db:  # a second layer, as a transcription by a model adds one
+        db.execute("INSERT INTO core_transcription (document_id, name, archived, created_at)"
+                   " VALUES (1, 'kraken:catmus-print-fondue-large', 0, '2024-03-01T10:00:00+00:00')")
+    capsys.readouterr()
+    assert run("export", "--corpus", corpus, "--document", "1", "-o", tmp_path / "x.zip") == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'Default PAGE Import'" in err and "'kraken:catmus-print-fondue-large'" in err
+    assert "--layer" in err and not (tmp_path / "x.zip").exists()

@@ -248,3 +248,31 @@ def test_a_skipped_image_makes_the_job_exit_1(tmp_path: Path, capsys: pytest.Cap
     skipped = [e for e in exported if e["skipped_images"]]
     assert len(skipped) == 1 and skipped[0]["documents"][0]["id"] == 2
     assert all(verify_archive(z) == [] for z in zips(out))
+
+
+def test_outputs_without_layer_read_each_imported_documents_own_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Imports name their layers after themselves; an output without ``layer`` reads ``manual`` if
+    a document has it, else its only layer, decided per document when the job is planned."""
+    corpus = tmp_path / "c.sqlite"
+    assert main(["import", str(FIXTURES / "escriptorium-tapuscorpus" / "page"), "--corpus", str(corpus)]) == 0
+    assert main(["import", str(FIXTURES / "escriptorium-tapuscorpus" / "alto"), "--corpus", str(corpus)]) == 0
+    config = tmp_path / "job.toml"
+    config.write_text(f'corpus = "{corpus}"\n[select]\nchanged_only = true\n[archive]\ndirectory = "out"\n'
+                      '[[outputs]]\nformat = "page"\n')
+    assert main(["run", str(config)]) == 0
+    written = zips(tmp_path / "out")
+    assert len(written) == 2 and all(verify_archive(z) == [] for z in written)
+    with sqlite3.connect(corpus) as db:
+        layers = dict(db.execute("SELECT document_id, layer FROM pipeline_export WHERE status = 'complete'"))
+    assert layers == {1: "Default PAGE Import", 2: "METS Import"}
+    capsys.readouterr()
+    assert main(["run", str(config)]) == 0
+    assert "0 archives written, 2 unchanged" in capsys.readouterr().out
+    with sqlite3.connect(corpus) as db:  # a second layer: the job cannot choose for document 1
+        db.execute("INSERT INTO core_transcription (document_id, name, archived, created_at)"
+                   " VALUES (1, 'kraken:catmus-print-fondue-large', 0, '2024-03-01T10:00:00+00:00')")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "outputs[0].layer" in err and "'kraken:catmus-print-fondue-large'" in err

@@ -99,7 +99,8 @@ def _custom(kind: str, typology: Typology, cache: _Customs) -> str:
     if custom is None:
         name = clean(typology.name, f"{kind} type", typology.id)
         if not _CUSTOM_SPECIALS.isdisjoint(name):
-            log.warning("%s type %s: name %r contains ; { or }, breaking PAGE custom", kind, typology.id, name)
+            log.warning("%s type %s: name %r contains ; { or }, breaking PAGE custom", kind, typology.id,
+                        name)
         custom = cache[kind, typology.id] = f"structure {{type:{name};}}"
     return custom
 

@@ -127,10 +127,10 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
     problems: list[str] = []
     for n, output in enumerate(config.outputs):
         for doc in documents:
-            if doc.layer(output.layer) is None:
-                layers = ", ".join(la.name for la in doc.layers if not la.archived) or "none"
-                problems.append(f"outputs[{n}].layer: document {doc.name!r} has no layer "
-                                f"{output.layer!r} (layers: {layers})")
+            try:
+                doc.choose_layer(output.layer)
+            except UsageError as exc:
+                problems.append(f"outputs[{n}].layer: {exc}")
             try:
                 RegionFilter.parse(output.export_options().regions, doc)
             except UsageError as exc:
@@ -205,15 +205,19 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
     with open_input(config) as corpus:
         documents = await _select(corpus, config)
         _check(config, documents, source)
-        scans = {(doc.id, layer): await _scan(corpus, doc, layer)
-                 for doc in documents for layer in dict.fromkeys(o.layer for o in config.outputs)}
+        layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name
+                  for doc in documents for o in config.outputs}
+        scans = {(doc_id, layer): await _scan(corpus, doc, layer)
+                 for doc in documents for (doc_id, _), layer in layers.items() if doc_id == doc.id}
     tasks: list[Task] = []
     bulk = config.archive.mode == "bulk"
     for n, output in enumerate(config.outputs):
         options = output.export_options()
         groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
         for group in groups:
-            group_scans = [scans[doc.id, options.layer] for doc in group]
+            if not bulk:  # the layer actually read, so the fingerprint and the registry name it
+                options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
+            group_scans = [scans[doc.id, layers[doc.id, output.layer]] for doc in group]
             fp = _fingerprint(options, [s.digest for s in group_scans])
             task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
                         sum(_estimate(options, s) for s in group_scans))

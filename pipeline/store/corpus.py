@@ -169,7 +169,7 @@ class Corpus:
     async def parts(
         self,
         document: Document,
-        layer: str = "manual",
+        layer: str | None = None,
         part_ids: Sequence[int] | None = None,
         *,
         annotations: bool = True,
@@ -179,8 +179,9 @@ class Corpus:
         Rows are fetched a page at a time and each part costs a constant number of statements, so
         memory and time per part stay flat. Raises UsageError for an unknown or archived layer
         (listing the available ones) or part ids not in the document, before yielding anything.
+        ``layer`` None: the document's default layer (``Document.choose_layer``).
         """
-        chosen = document.layer(layer)
+        chosen = document.layer(layer) if layer is not None else document.choose_layer()
         if chosen is None:
             available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
             state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
