@@ -342,7 +342,7 @@ def test_ids() -> None:
 
 def test_mets_with_images_urls_and_failed_parts() -> None:
     entries = [("f 001.jpg", "f 001.xml"), (None, None), (None, "https://example.org/f3.xml")]
-    data = b"".join(mets.render(iter(entries)))
+    data = b"".join(mets.render(entries))
     assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
     assert_clean_bytes(data)
     root = tree(data)
@@ -361,13 +361,44 @@ def test_mets_with_images_urls_and_failed_parts() -> None:
 def test_mets_without_images_matches_upstream_sample() -> None:
     sample = etree.parse(str(FIXTURES / "escriptorium-tapuscorpus/alto/METS.xml"), parser()).getroot()
     names = sample.xpath("//m:FLocat/@xlink:href", namespaces={**M, "xlink": "http://www.w3.org/1999/xlink"})
-    data = b"".join(mets.render((None, n) for n in names))
+    data = b"".join(mets.render([(None, n) for n in names]))
     assert_clean_bytes(data)
     ours = tree(data)
     for el in sample.iter("{*}FLocat"):  # the documented fix
         el.set("LOCTYPE", "OTHER")
         el.set("OTHERLOCTYPE", "FILE")
     assert shape(ours) == shape(sample)
+
+
+def test_mets_of_100000_pages_streams_in_bounded_memory() -> None:
+    """METS is rendered from the compact PageIndex in chunks, never from a list of all pages:
+    the traced peak stays far below what 100,000 page tuples and one whole document would take
+    (about 25 MB as one chunk), and the chunks put together are the same METS as for a few pages."""
+    import tracemalloc
+
+    from pipeline.naming import PageIndex
+
+    index = PageIndex()
+    for n in range(100_000):
+        index.append(f"f{n:06d}.jpg" if n % 7 else None, f"f{n:06d}.xml")
+    tracemalloc.start()
+    try:
+        total = largest = 0
+        for chunk in mets.render(index):
+            total += len(chunk)
+            largest = max(largest, len(chunk))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 20_000_000
+    assert largest < 1 << 20
+    assert peak < 4 << 20, f"peak {peak / 1e6:.1f} MB"
+    few = PageIndex()
+    for names in [("a.jpg", "a.xml"), (None, "b.xml"), (None, None)]:
+        few.append(*names)
+    root = tree(b"".join(mets.render(few)))
+    pages = root.findall("m:structMap/m:div/m:div", M)
+    assert [[f.get("FILEID") for f in d] for d in pages] == [["image1", "export1"], ["export2"], []]
 
 
 # --- text ------------------------------------------------------------------------------------------

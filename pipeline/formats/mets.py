@@ -22,37 +22,46 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _GROUPS = (("image", "image", 0), ("export", "export", 1))
 
 
+#: rendered bytes handed out at a time
+FLUSH_EVERY = 1 << 16
+
+
 def render(pages: Iterable[tuple[str | None, str | None]]) -> Iterator[bytes]:
     """METS for ``(image entry, xml entry)`` per exported part, in order; None = absent.
 
     Page *n* (1-based) gets ``image<n>``/``export<n>``, so a part that failed still uses its index.
-    Only the names are kept in memory: the file section must be complete before the structMap.
+    ``pages`` is read once per file group and once for the structMap, so it must be re-iterable
+    (a :class:`~pipeline.naming.PageIndex` or a list): nothing but the compact index is held, and
+    the output goes out in chunks of about :data:`FLUSH_EVERY` bytes.
     """
-    index = list(pages)
     out = Chunks(DECLARATION)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(METS, nsmap=_NSMAP):
         xf.write("\n")
-        groups = [g for g in _GROUPS if any(names[g[2]] for names in index)]
+        groups = [g for g in _GROUPS if any(names[g[2]] for names in pages)]
         if groups:
             with xf.element(FILE_SEC):
                 xf.write("\n")
                 for use, prefix, pos in groups:
                     with xf.element(FILE_GRP, {"USE": use}):
                         xf.write("\n")
-                        for n, names in enumerate(index, 1):
+                        for n, names in enumerate(pages, 1):
                             if names[pos]:
                                 _file(xf, f"{prefix}{n}", names[pos])
+                            if out.size >= FLUSH_EVERY:
+                                yield out.take()
                     xf.write("\n")
             xf.write("\n")
         with xf.element(STRUCT_MAP, {"TYPE": "physical"}), xf.element(DIV, {"TYPE": "document"}):
             xf.write("\n")
-            for n, names in enumerate(index, 1):
+            for n, names in enumerate(pages, 1):
                 with xf.element(DIV, {"TYPE": "page"}):
                     for _, prefix, pos in _GROUPS:
                         if names[pos]:
                             with xf.element(FPTR, {"FILEID": f"{prefix}{n}"}):
                                 pass
                 xf.write("\n")
+                if out.size >= FLUSH_EVERY:
+                    yield out.take()
         xf.write("\n")
     yield out.take()
 

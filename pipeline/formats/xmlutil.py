@@ -146,16 +146,19 @@ class Ids:
 class Chunks:
     """File-like target for ``etree.xmlfile`` that lets a generator hand out what was written."""
 
-    __slots__ = ("_parts",)
+    __slots__ = ("_parts", "size")
 
     def __init__(self, first: bytes = b"") -> None:
         self._parts: list[bytes] = [first] if first else []
+        self.size = len(first)  #: bytes written since the last take()
 
     def write(self, data: bytes) -> None:
         self._parts.append(data)
+        self.size += len(data)
 
     def take(self) -> bytes:
         """Everything written since the last call (``b""`` if nothing)."""
         data = b"".join(self._parts)
         self._parts.clear()
+        self.size = 0
         return data
