@@ -34,6 +34,8 @@ def render(pages: Iterable[tuple[str | None, str | None]]) -> Iterator[bytes]:
     (a :class:`~pipeline.naming.PageIndex` or a list): nothing but the compact index is held, and
     the output goes out in chunks of about :data:`FLUSH_EVERY` bytes.
     """
+    if iter(pages) is pages:
+        raise TypeError("mets.render reads its pages several times: pass a PageIndex or a list")
     out = Chunks(DECLARATION)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(METS, nsmap=_NSMAP):
         xf.write("\n")
