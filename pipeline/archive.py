@@ -26,6 +26,8 @@ from typing import IO, BinaryIO, Literal
 import zipstream.ng
 from zipstream import ZIP_DEFLATED, ZIP_STORED, ZipStream
 
+from .errors import OutputError
+
 EntryKind = Literal["xml", "image", "data"]
 
 #: compression per entry kind: text compresses well, images do not
@@ -212,8 +214,15 @@ class Output:
                         writeback(self._fh.fileno(), synced, written - synced)
                         synced = written
                 except BaseException as exc:  # reported to the producer by _put/_finish
-                    self._error = exc
+                    self._error = self._failed(exc)
             self._reuse(block)
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """A failed write as the user sees it: :class:`OutputError` naming the output."""
+        if not isinstance(exc, OSError):
+            return exc
+        where = self.final_path if self.final_path is not None else "standard output"
+        return OutputError(f"cannot write {where}: {exc.strerror or exc}")
 
     def _finish(self) -> None:
         """Write what is pending and wait for the writer thread; re-raise its error."""
@@ -225,21 +234,27 @@ class Output:
             self._writer.join()
         if self._error is not None:
             raise self._error
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
 
     def commit(self) -> Path | None:
         """Finish writing, sync and move the file to its final name; return that name."""
         self._finish()
         if self._tmp is None:
             return None
-        os.fsync(self._fh.fileno())
-        self._fh.close()
         assert self.final_path is not None
-        if self.overwrite:
-            os.replace(self._tmp, self.final_path)
-        else:
-            self.final_path = _link_unique(self._tmp, self.final_path)
-            self._tmp.unlink()
+        try:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            if self.overwrite:
+                os.replace(self._tmp, self.final_path)
+            else:
+                self.final_path = _link_unique(self._tmp, self.final_path)
+                self._tmp.unlink()
+        except OSError as exc:
+            raise self._failed(exc) from None
         self._tmp = None
         return self.final_path
 

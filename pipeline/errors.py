@@ -15,5 +15,10 @@ class UsageError(PipelineError):
     exit_code = 2
 
 
+class OutputError(PipelineError):
+    """The export's own files cannot be written (a full disk, a quota, an I/O error): never the
+    fault of a page, so it fails the export whatever the bad-image policy."""
+
+
 class CorpusError(PipelineError):
     """A corpus file that cannot be opened or read (not SQLite, wrong schema version, ...)."""

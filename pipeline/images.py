@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import anyio
 import pyvips
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
-from .errors import PipelineError, UsageError
+from .errors import OutputError, PipelineError, UsageError
 from .model import Line, Part, Polygon, Region
 
 #: output format name -> suffix written, and the suffixes that already mean that format
@@ -216,9 +217,12 @@ class Spool:
         with self._lock:
             if self._closed:
                 raise SpoolClosed
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or finish()
-                dir=self._spill_dir, prefix=".pipeline-spool-", buffering=0
-            )
+            try:
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or finish()
+                    dir=self._spill_dir, prefix=".pipeline-spool-", buffering=0
+                )
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.where}: {exc.strerror or exc}") from None
             self._writing = True
             return self._file.fileno()
 
@@ -233,6 +237,11 @@ class Spool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def where(self) -> str:
+        """The spool file, as messages name it."""
+        return f"a temporary image file in {self._spill_dir or tempfile.gettempdir()}"
 
     def file(self) -> BinaryIO:
         """Reader side, after a successful finish: the encoded image, from its start."""
@@ -304,7 +313,7 @@ class ImageJob:
                 check_passthrough(self.part, self.plan)
             else:
                 self._transcode()
-        except (ImageError, SpoolClosed) as exc:
+        except (ImageError, SpoolClosed, OutputError) as exc:
             error = exc
         except BaseException as exc:  # a bug, or no temporary file: release the spool, then fail
             self._spool.finish(exc)
@@ -326,6 +335,8 @@ class ImageJob:
         except pyvips.Error as exc:
             if self._spool.closed:  # killed by close()
                 raise SpoolClosed from None
+            if (reason := _write_failure(exc)) is not None:  # our spool, not the page, is at fault
+                raise OutputError(f"cannot write {self._spool.where}: {reason}") from None
             raise ImageError(self.part, _reason(exc)) from None
         finally:
             self._image = None
@@ -381,6 +392,16 @@ def open_image(part: Part, plan: ImagePlan) -> pyvips.Image:
         return pyvips.Image.new_from_file(str(source), access="sequential", fail_on=FAIL_ON)
     except pyvips.Error as exc:
         raise ImageError(part, _reason(exc)) from None
+
+
+#: how libvips reports a failed write(2) to a target: its message, then the system's reason
+_WRITE_FAILURE = re.compile(r"target: write error\s*\n\s*system error: ([^\n]+)")
+
+
+def _write_failure(exc: pyvips.Error) -> str | None:
+    """The system's reason (``No space left on device``...) when libvips failed writing its output."""
+    found = _WRITE_FAILURE.search(f"{exc.message}\n{exc.detail or ''}")
+    return found.group(1).strip() if found else None
 
 
 def _reason(exc: pyvips.Error) -> str:
