@@ -9,6 +9,7 @@ complete, so a failed or killed export never leaves a file at the final name.
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import io
 import os
@@ -129,10 +130,12 @@ class Output:
     with reading, CRC and compression on the caller's thread (both release the GIL on large
     buffers). That thread also starts the disk writes every :data:`WRITEBACK_EVERY` bytes, so the
     final sync waits for the tail only (it took 10 % of a pass-through export when it waited for
-    everything). ``commit()`` waits for them, syncs the file and publishes it under its final name;
+    everything). ``commit()`` waits for them, syncs the file, publishes it under its final name and
+    syncs the folder (so the name survives a power cut);
     ``abort()`` (or leaving the ``with`` block on an exception) removes the temporary file. With
     ``overwrite=False`` an existing final name is never replaced: ``commit`` picks ``name_2``,
-    ``name_3``... instead.
+    ``name_3``... instead, also where the file system has no hard links. Once published, the
+    archive is never removed by ``abort()``.
     """
 
     def __init__(self, path: Path | None, *, overwrite: bool = True) -> None:
@@ -251,11 +254,14 @@ class Output:
             if self.overwrite:
                 os.replace(self._tmp, self.final_path)
             else:
-                self.final_path = _link_unique(self._tmp, self.final_path)
-                self._tmp.unlink()
+                self.final_path = _publish_unique(self._tmp, self.final_path)
         except OSError as exc:
             raise self._failed(exc) from None
-        self._tmp = None
+        self._tmp = None  # published: nothing for abort() to remove from now on
+        try:
+            _sync_folder(self.final_path.parent)
+        except OSError as exc:
+            raise self._failed(exc) from None
         return self.final_path
 
     def abort(self) -> None:
@@ -277,16 +283,80 @@ class Output:
             self.abort()
 
 
-def _link_unique(tmp: Path, final: Path) -> Path:
-    """Hard-link ``tmp`` to ``final`` or the first free ``final_N``: atomic and never clobbering."""
+def _publish_unique(tmp: Path, final: Path) -> Path:
+    """Move ``tmp`` to ``final`` or the first free ``final_N``, atomically, never clobbering."""
     candidate, n = final, 1
     while True:
         try:
-            os.link(tmp, candidate)
+            _move_no_replace(tmp, candidate)
             return candidate
         except FileExistsError:
             n += 1
             candidate = final.with_name(f"{final.stem}_{n}{final.suffix}")
+
+
+#: errors of link(2) on file systems without hard links (FUSE, SMB, vfat...)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+#: errors of renameat2(2) where the file system or kernel lacks RENAME_NOREPLACE
+_NO_NOREPLACE = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+RENAME_NOREPLACE = 1
+AT_FDCWD = -100
+
+
+def _move_no_replace(tmp: Path, target: Path) -> None:
+    """``tmp`` to ``target`` unless ``target`` exists (:class:`FileExistsError`).
+
+    A hard link then unlink where the file system has them; else renameat2(RENAME_NOREPLACE);
+    else an O_EXCL placeholder at ``target`` that the rename replaces (its owner is us).
+    """
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    else:
+        tmp.unlink()
+        return
+    if _renameat2 is not None:
+        if _renameat2(AT_FDCWD, os.fsencode(tmp), AT_FDCWD, os.fsencode(target), RENAME_NOREPLACE) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in _NO_NOREPLACE:
+            raise OSError(code, os.strerror(code), str(target))
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    os.replace(tmp, target)
+
+
+def _load_renameat2() -> Callable[..., int] | None:
+    """renameat2(2) from the C library (glibc 2.28+), or None."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a name just made in it survives a power cut. File systems that
+    cannot sync a folder (EINVAL) have nothing more to offer."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # not openable as a folder (e.g. Windows): nothing to sync
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
 
 
 class ZipSink:

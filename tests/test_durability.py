@@ -6,12 +6,17 @@ import errno
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from pipeline import archive as archive_module
+from pipeline.archive import Output
+from pipeline.cli import main
 from pipeline.demo import build_demo
 
 #: a file-size limit that a fresh registry fits in, but no page image (let alone an archive)
@@ -68,3 +73,75 @@ def test_full_disk_fails_the_export_as_an_output_error(
     assert os.strerror(errno.EFBIG) in lines[0] and str(out) in lines[0]
     assert "part " not in lines[0] and "skipped" not in lines[0]
     assert list(out.iterdir()) == []
+
+
+def export_in_process(corpus: Path, out: str, tmp_path: Path) -> int:
+    return main(["-q", "export", "--corpus", str(corpus), "--document", "1", "--images",
+                 "--registry", str(tmp_path / "registry.sqlite"), "-o", out])
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_published_archive_is_synced_with_its_folder(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """After the rename (``-o FILE``) or the no-overwrite publish (``-o DIR/``), the folder itself
+    is fsynced, so a power cut cannot lose the name of a "complete" archive.
+
+    A power cut cannot be staged in a test: ``os.fsync`` is wrapped (the real call still runs) to
+    see which descriptors are synced, and the archive's folder must be one of them once the
+    archive is at its final name.
+    """
+    out = tmp_path / "out"
+    out.mkdir()
+    synced_after_publish: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode) and any(p.suffix == ".zip" for p in out.iterdir()):
+            synced_after_publish.append((info.st_dev, info.st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = str(out / "a.zip") if kind == "file" else f"{out}/"
+    assert export_in_process(corpus, target, tmp_path) == 0
+    assert synced_after_publish == [(out.stat().st_dev, out.stat().st_ino)]
+
+
+@pytest.mark.parametrize("renameat2", ["renameat2", "no renameat2"])
+def test_archive_is_published_where_hard_links_are_unavailable(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renameat2: str
+) -> None:
+    """On a file system without hard links (some FUSE and SMB mounts: link(2) fails with EPERM),
+    a no-overwrite export still publishes its archive, under a free name, never replacing an
+    existing file, and leaves no temporary file; it used to fail and delete the finished archive.
+
+    No such file system can be mounted here (no vfat, no FUSE server), so ``os.link`` alone is made
+    to fail as such a mount makes it fail; everything else, the publish included, is real. With
+    "no renameat2" the C library is taken to lack it (macOS, old glibc): the O_EXCL placeholder
+    path runs.
+    """
+    if renameat2 == "no renameat2":
+        monkeypatch.setattr(archive_module, "_renameat2", None)
+
+    def no_links(*_: object, **__: object) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert export_in_process(corpus, f"{out}/", tmp_path) == 0
+    (archive,) = out.iterdir()
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.testzip() is None and "METS.xml" in zf.namelist()
+    # the same final name twice: the second archive goes next to the first, which stays as it was
+    first = archive.read_bytes()
+    for n in (2, 3):
+        with Output(archive, overwrite=False) as output:
+            output.write(b"archive %d" % n)
+            assert output.commit() == archive.with_name(f"{archive.stem}_{n}.zip")
+    assert archive.read_bytes() == first
+    assert archive.with_name(f"{archive.stem}_3.zip").read_bytes() == b"archive 3"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [archive.name, f"{archive.stem}_2.zip", f"{archive.stem}_3.zip"]
+    )
