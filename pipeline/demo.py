@@ -18,6 +18,7 @@ document, IIIF source URLs, and a part without a stored size (read from the imag
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -56,6 +57,10 @@ LAYERS = ("manual", "kraken:catmus-medieval-1.5")
 #: an old zip import, archived (named as eScriptorium names imports)
 ARCHIVED_LAYER = "Zip import 2024-03-01 10:00"
 MIN_SIDE, MAX_SIDE = 100, 20_000
+#: most pixels of ink drawn in Python per page; bigger pages are drawn smaller and enlarged
+DRAW_PIXELS = 4_000_000
+#: side of the grain tile repeated over the page
+NOISE_TILE = 1024
 #: lines needed besides the main column: title 1, commentary 2, marginalia 1, untyped 1, orphan 1
 _SIDE_LINES = 6
 
@@ -221,14 +226,25 @@ def _layout(width: int, height: int, lines: int, variant: int) -> _Layout:
 
 
 def _page_image(width: int, height: int, layout: _Layout, rng: random.Random) -> pyvips.Image:
-    """A paper-coloured page with a soft gradient and grain, dark word strokes on every line."""
-    ink = bytearray(width * height)
+    """A paper-coloured page with a soft gradient and grain, dark word strokes on every line.
+
+    Only the ink is drawn in Python, at a scale that keeps it within ``DRAW_PIXELS`` (libvips
+    enlarges it); grain is one tile repeated. The rest is a lazy libvips pipeline, so memory stays
+    flat up to ``MAX_SIDE`` x ``MAX_SIDE`` pages.
+    """
+    scale = min(1.0, math.sqrt(DRAW_PIXELS / (width * height)))
+    dw, dh = max(1, round(width * scale)), max(1, round(height * scale))
+    ink = bytearray(dw * dh)
 
     def fill(x0: int, y0: int, x1: int, y1: int, level: int) -> None:
-        x0, x1 = max(0, x0), min(width, x1)
+        """A rectangle given in page pixels, drawn at least one pixel wide and high."""
+        if x1 <= x0 or y1 <= y0:
+            return
+        x0, y0 = max(0, math.floor(x0 * scale)), max(0, math.floor(y0 * scale))
+        x1, y1 = min(dw, max(x0 + 1, round(x1 * scale))), min(dh, max(y0 + 1, round(y1 * scale)))
         run = bytes([level]) * max(0, x1 - x0)
-        for y in range(max(0, y0), min(height, y1)):
-            ink[y * width + x0 : y * width + x1] = run
+        for y in range(y0, y1):
+            ink[y * dw + x0 : y * dw + x1] = run
 
     for region in layout.regions:
         if region.kind == "illustration":
@@ -245,11 +261,18 @@ def _page_image(width: int, height: int, layout: _Layout, rng: random.Random) ->
                 tall = x + rng.randrange(word)
                 fill(tall, base - round(stroke * 1.6), tall + max(1, stroke // 4), base, 255)
             x += word + max(2, round(stroke * rng.uniform(0.5, 0.9)))
-    noise = pyvips.Image.new_from_memory(rng.randbytes(width * height), width, height, 1, "uchar")
+    tw, th = min(width, NOISE_TILE), min(height, NOISE_TILE)
+    tile = pyvips.Image.new_from_memory(rng.randbytes(tw * th), tw, th, 1, "uchar")
+    noise = tile.replicate(-(-width // tw), -(-height // th)).crop(0, 0, width, height)
     xyz = pyvips.Image.xyz(width, height)
     shade = 1 - xyz[0] * (0.04 / width) - xyz[1] * (0.09 / height)
     paper = shade * [236, 226, 200] + (noise - 128) * 0.05
-    alpha = pyvips.Image.new_from_memory(bytes(ink), width, height, 1, "uchar").gaussblur(0.7) * (0.85 / 255)
+    alpha = pyvips.Image.new_from_memory(bytes(ink), dw, dh, 1, "uchar").gaussblur(0.7)
+    if (dw, dh) != (width, height):
+        bilinear = pyvips.Interpolate.new("bilinear")
+        alpha = alpha.affine([width / dw, 0, 0, height / dh], interpolate=bilinear)
+        alpha = alpha.embed(0, 0, width, height, extend="copy")  # crops, or pads a rounding pixel
+    alpha = alpha * (0.85 / 255)
     return (paper * (1 - alpha) + alpha * [45, 35, 30]).cast("uchar")
 
 

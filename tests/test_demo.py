@@ -291,3 +291,30 @@ def test_demo_creates_the_folder_of_a_new_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "new" / "folder" / "c.sqlite"
     assert main(["demo", str(corpus), "--documents", "1", "--parts", "1", "--lines", "6"]) == 0
     assert corpus.is_file() and (tmp_path / "new" / "folder" / "c.media").is_dir()
+
+
+def test_largest_documented_image_size_builds_in_flat_memory(tmp_path: Path) -> None:
+    """20000x20000 is inside the documented limit: it must build (it overflowed ``randbytes``),
+    without a whole-page buffer in Python (400 MB per copy at that size)."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "big.sqlite"
+    command = [sys.executable, "-m", "pipeline.cli", "demo", str(corpus), "--documents", "1", "--parts", "1",
+               "--lines", "20", "--image-size", "20000x20000"]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+        child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, errors.read_text()
+    assert usage.ru_maxrss < 400 * 1024, f"peak RSS {usage.ru_maxrss // 1024} MB"
+    with connect(corpus) as conn:
+        image = scalar(conn, "SELECT image FROM core_documentpart ORDER BY id")
+        mask = json.loads(scalar(conn, "SELECT mask FROM core_line WHERE mask IS NOT NULL ORDER BY id"))
+    page = pyvips.Image.new_from_file(str(tmp_path / "big.media" / image))
+    assert (page.width, page.height, page.bands) == (20000, 20000, 3)
+    x0, y0, x1, y1 = (int(v) for v in bbox(mask))
+    margin = page.crop(0, 0, 200, 200).avg()
+    assert margin > 180 and page.crop(x0, y0, x1 - x0, y1 - y0).avg() < margin - 20
