@@ -344,3 +344,73 @@ def test_closing_a_running_transcode_kills_it_and_closes_its_file(
     anyio.run(go)
     assert spy.all_closed()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".pipeline-spool-")] == []
+
+
+#: geometric attributes by axis: x, y, or alternating x y (point lists)
+X_ATTRS, Y_ATTRS = {"HPOS", "WIDTH", "imageWidth"}, {"VPOS", "HEIGHT", "imageHeight"}
+POINT_ATTRS = {"POINTS", "BASELINE", "points"}
+FILE_ATTRS = {"imageFilename", "fileName"}
+
+
+def _geometry(data: bytes) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], str]]:
+    """Every geometric attribute of a page file as numbers, and every other attribute as text,
+    keyed by (``grandparent/parent/element`` local names and the element's path, attribute name)."""
+    root = etree.fromstring(data)
+    doc = root.getroottree()
+    numbers, others = {}, {}
+    for el in root.iter():
+        where = "/".join(etree.QName(e).localname for e in [*el.iterancestors()][1::-1] + [el])
+        for name, value in el.attrib.items():
+            key = (f"{where} {doc.getpath(el)}", name)
+            if name in X_ATTRS | Y_ATTRS | POINT_ATTRS:
+                numbers[key] = [float(v) for v in value.replace(",", " ").split()]
+            elif name not in FILE_ATTRS:
+                others[key] = value
+    return numbers, others
+
+
+def test_downscaling_scales_every_coordinate_on_its_own_axis(tmp_path: Path) -> None:
+    """601x800 pages fitted into 300 px become 225x300: x scales by 225/601, y by 300/800 (not the
+    same). Every coordinate of every element (ALTO block/line/String boxes, block and line shapes,
+    baselines; PAGE region and line Coords, baselines) must be the unscaled export's times its
+    axis' factor; every other attribute must be unchanged."""
+    corpus = tmp_path / "c.sqlite"
+    build_demo(corpus, documents=1, parts=2, lines=12, image_size=(601, 800), image_format="jpeg", seed=3)
+    sx, sy = 225 / 601, 300 / 800
+    assert sx != sy
+    seen: dict[str, set[str]] = {"alto": set(), "page": set()}
+    for fmt, tolerance in (("alto", 0.01), ("page", 1.0)):  # ALTO keeps decimals, PAGE truncates
+        plain, small = tmp_path / f"{fmt}.zip", tmp_path / f"{fmt}-small.zip"
+        assert export(corpus, plain, "--format", fmt) == 0
+        assert export(corpus, small, "--format", fmt, "--images", "--image-format", "jpeg",
+                      "--image-max-size", "300") == 0
+        with zipfile.ZipFile(plain) as a, zipfile.ZipFile(small) as b:
+            names = [n for n in a.namelist() if n.endswith(".xml") and n != "METS.xml"]
+            assert len(names) == 2 and xml_errors(b) == []
+            for name in names:
+                before, before_other = _geometry(a.read(name))
+                after, after_other = _geometry(b.read(name))
+                assert after_other == before_other, name
+                assert after.keys() == before.keys(), name
+                for (path, attr), values in before.items():
+                    got = after[path, attr]
+                    if attr in POINT_ATTRS:
+                        factors = [sx, sy] * (len(values) // 2)
+                    else:
+                        factors = [sx if attr in X_ATTRS else sy] * len(values)
+                    expected = [v * f for v, f in zip(values, factors, strict=True)]
+                    assert len(got) == len(expected), (name, path, attr)
+                    assert all(abs(g - e) <= tolerance for g, e in zip(got, expected, strict=True)), \
+                        (name, path, attr, values, got, expected)
+                    seen[fmt].add(f"{path.split()[0]}@{attr}")
+    block, line = "Page/PrintSpace/TextBlock", "PrintSpace/TextBlock/TextLine"
+    string = "TextBlock/TextLine/String"
+    assert seen["alto"] >= {
+        "alto/Layout/Page@WIDTH", "Layout/Page/PrintSpace@HEIGHT", "TextBlock/Shape/Polygon@POINTS",
+        "TextLine/Shape/Polygon@POINTS", f"{line}@BASELINE",
+        *(f"{el}@{a}" for el in (block, line, string) for a in ("HPOS", "VPOS", "WIDTH", "HEIGHT")),
+    }, seen["alto"]
+    assert seen["page"] >= {
+        "PcGts/Page@imageWidth", "PcGts/Page@imageHeight", "Page/TextRegion/Coords@points",
+        "TextRegion/TextLine/Coords@points", "TextRegion/TextLine/Baseline@points",
+    }, seen["page"]
