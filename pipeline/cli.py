@@ -152,12 +152,13 @@ def _is_text_archive(path: Path) -> bool:
     import zipfile
 
     from .exchange import is_exchange_archive
+    from .safezip import open_zip
 
     if path.is_dir() or not zipfile.is_zipfile(path):
         return False
     if is_exchange_archive(path):
         return True
-    with zipfile.ZipFile(path) as zf:
+    with open_zip(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
     return bool(names) and all(n.lower().endswith(".txt") for n in names)
 

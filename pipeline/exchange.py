@@ -15,7 +15,6 @@ import json
 import logging
 import re
 import unicodedata
-import zipfile
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +45,7 @@ from pipeline.formats.brat import (
 from pipeline.logcontext import where
 from pipeline.model import Document, Part
 from pipeline.naming import EntryNamer
-from pipeline.safezip import Limits, SafeZip
+from pipeline.safezip import Limits, SafeZip, ZipReadError, open_zip
 from pipeline.select import RegionFilter, layout
 from pipeline.store import Corpus
 from pipeline.store.writer import CorpusWriter
@@ -385,9 +384,9 @@ def _is_exchange(members: Iterable[str]) -> bool:
 def is_exchange_archive(path: Path) -> bool:
     """True for a zip with a file under the root folder ``test/`` (spec 1); False for anything else."""
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open_zip(path) as zf:
             return _is_exchange(i.filename.replace("\\", "/") for i in zf.infolist() if not i.is_dir())
-    except (zipfile.BadZipFile, OSError):
+    except (ZipReadError, OSError):
         return False
 
 

@@ -3,12 +3,19 @@
 Member names are checked before anything is read (no absolute paths, no ``..``, no drive
 letters), declared sizes and compression ratios are bounded, and actual reads are counted, so
 a member that lies about its size is stopped as soon as it exceeds its limit.
+
+This is also the one place that turns what :mod:`zipfile` and :mod:`zlib` raise on a damaged,
+encrypted or unsupported archive (``BadZipFile``, ``zlib.error``, ``EOFError``, ``RuntimeError``,
+``NotImplementedError``, ``UnicodeDecodeError``, ``OSError``) into a :class:`ZipReadError` naming
+the archive and the member; :mod:`pipeline.verify` reads through it too.
 """
 
 from __future__ import annotations
 
 import shutil
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +34,84 @@ RATIO_FLOOR = 1 << 20
 
 class UnsafeArchiveError(PipelineError):
     """A member name or size that would escape the destination or exhaust memory or disk."""
+
+
+class ZipReadError(PipelineError):
+    """An archive or a member that cannot be read: damaged, encrypted or compressed in a way
+    :mod:`zipfile` does not know. ``member`` is None when the archive as a whole is unreadable."""
+
+    def __init__(self, archive: Path, member: str | None, reason: str) -> None:
+        self.archive, self.member, self.reason = archive, member, reason
+        where = f"member {member!r}: " if member is not None else ""
+        super().__init__(f"{archive}: {where}{reason}")
+
+
+#: what zipfile and zlib raise on bad input (RuntimeError: encrypted; NotImplementedError: method)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError,
+               UnicodeDecodeError, OSError, struct.error, ValueError)
+#: a 32-bit size or offset field holding this means "see the zip64 record"
+_ZIP64_MARK = 0xFFFFFFFF
+
+
+def _reason(exc: BaseException, info: zipfile.ZipInfo | None) -> str:
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):
+        return "encrypted (password-protected); not supported"
+    if isinstance(exc, NotImplementedError):
+        method = f" {info.compress_type}" if info is not None else ""
+        return f"compression method{method} not supported"
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({exc})"
+    if isinstance(exc, EOFError):
+        return "truncated: the archive ends inside this member"
+    if isinstance(exc, OSError):
+        return f"unreadable ({exc.strerror or exc})"
+    return f"corrupt ({exc})"
+
+
+@contextmanager
+def zip_errors(archive: Path, info: zipfile.ZipInfo | None = None) -> Iterator[None]:
+    """Turn zipfile/zlib errors raised inside the block into one :class:`ZipReadError`."""
+    try:
+        yield
+    except _ZIP_ERRORS as exc:
+        if isinstance(exc, PipelineError):
+            raise
+        raise ZipReadError(archive, info.filename if info is not None else None, _reason(exc, info)) from None
+
+
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(path)``, or ZipReadError naming the archive (or the member whose name
+    is flagged UTF-8 but holds other bytes)."""
+    try:
+        return zipfile.ZipFile(path)
+    except UnicodeDecodeError as exc:
+        name = bytes(exc.object).decode("utf-8", "backslashreplace")
+        raise ZipReadError(path, name, "name flagged UTF-8 is not valid UTF-8") from None
+    except _ZIP_ERRORS as exc:
+        reason = str(exc) if isinstance(exc, zipfile.BadZipFile) else _reason(exc, None)
+        raise ZipReadError(path, None, f"not a readable zip archive ({reason})") from None
+
+
+def check_layout(archive: Path, info: zipfile.ZipInfo, archive_size: int) -> None:
+    """Sizes and offsets that cannot be true: 0xFFFFFFFF without a zip64 record, or data said to
+    lie before the start or past the end of the file (a damaged central directory or end record)."""
+    marks = (info.file_size, info.compress_size, info.header_offset)
+    if _ZIP64_MARK in marks and not _has_zip64(info.extra):
+        raise ZipReadError(archive, info.filename, "size or offset 0xFFFFFFFF without a zip64 record")
+    if info.header_offset < 0 or info.header_offset + info.compress_size > archive_size:
+        raise ZipReadError(archive, info.filename, "its data lies past the end of the archive "
+                           "(damaged central directory or end record)")
+
+
+def _has_zip64(extra: bytes) -> bool:
+    """Whether a member's extra field holds a zip64 record (header id 1)."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if tag == 1:
+            return True
+        pos += 4 + size
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +151,30 @@ def check_member(archive: Path, info: zipfile.ZipInfo, limits: Limits = Limits()
 
 
 class _Bounded:
-    """A reader that fails once more than ``limit`` bytes came out (sizes in headers can lie)."""
+    """A reader that fails once more than ``limit`` bytes came out (sizes in headers can lie), and
+    whose read errors are ZipReadErrors naming the member."""
 
-    def __init__(self, fh: IO[bytes], limit: int, what: str) -> None:
-        self._fh, self._left, self._what = fh, limit, what
+    def __init__(self, fh: IO[bytes], limit: int, archive: Path, info: zipfile.ZipInfo) -> None:
+        self._fh, self._left, self._archive, self._info = fh, limit, archive, info
 
     def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size if size >= 0 else self._left + 1)
+        with zip_errors(self._archive, self._info):
+            data = self._fh.read(size if size >= 0 else self._left + 1)
         self._left -= len(data)
         if self._left < 0:
-            raise UnsafeArchiveError(f"{self._what}: more data than its declared size; refused")
+            raise UnsafeArchiveError(f"{self._archive}: member {self._info.filename!r}: more data than "
+                                     "its declared size; refused")
         return data
+
+
+@contextmanager
+def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: Path, limit: int | None = None
+                ) -> Iterator[IO[bytes]]:
+    """A member's stream whose errors (opening and reading) are ZipReadErrors naming it."""
+    with zip_errors(archive, info):
+        fh = zf.open(info)
+    with fh:
+        yield _Bounded(fh, info.file_size if limit is None else limit, archive, info)  # type: ignore[misc]
 
 
 class SafeZip:
@@ -85,14 +183,17 @@ class SafeZip:
     def __init__(self, path: Path, limits: Limits = Limits()) -> None:
         self.path = path
         self.limits = limits
-        try:
-            self._zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise PipelineError(f"{path}: not a readable zip archive ({exc})") from None
+        self._zf = open_zip(path)
         self._infos = {}
-        for info in self._zf.infolist():
-            if not info.is_dir():
-                self._infos[str(check_member(path, info, limits))] = info
+        try:
+            size = path.stat().st_size
+            for info in self._zf.infolist():
+                if not info.is_dir():
+                    check_layout(path, info, size)
+                    self._infos[str(check_member(path, info, limits))] = info
+        except BaseException:
+            self._zf.close()
+            raise
 
     def __enter__(self) -> SafeZip:
         return self
@@ -113,12 +214,8 @@ class SafeZip:
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         """A stream of the member that refuses to yield more than its declared size."""
-        info = self._infos[name]
-        try:
-            with self._zf.open(info) as fh:
-                yield _Bounded(fh, info.file_size, f"{self.path}: member {name!r}")  # type: ignore[misc]
-        except zipfile.BadZipFile as exc:
-            raise PipelineError(f"{self.path}: member {name!r}: corrupt ({exc})") from None
+        with open_member(self._zf, self._infos[name], self.path) as fh:
+            yield fh
 
     def read(self, name: str) -> bytes:
         with self.open(name) as fh:

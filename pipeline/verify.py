@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import posixpath
 import zipfile
-import zlib
 from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
 from . import validate
 from .naming import METS_NAME
+from .safezip import UnsafeArchiveError, ZipReadError, check_layout, open_member, open_zip
 
 _NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
 
@@ -24,35 +24,44 @@ _NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
 def verify_archive(path: Path) -> list[str]:
     """Problems found in the zip at ``path``, one line each; empty when it is sound."""
     try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        return [f"not a readable zip: {exc}"]
+        zf = open_zip(path)
+        size = path.stat().st_size
+    except (ZipReadError, OSError) as exc:
+        return [_problem(exc, path)]
     problems: list[str] = []
     with zf:
         names = zf.namelist()
+        unreadable: set[str] = set()
         for info in zf.infolist():
             try:
-                with zf.open(info) as fh:
+                check_layout(path, info, size)
+                with open_member(zf, info, path) as fh:
                     if info.filename.lower().endswith(".xml"):
                         errors = validate.validate(fh)
                         problems += [f"{info.filename}: {e}" for e in errors]
                     else:
                         while fh.read(1 << 20):
                             pass
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
-                problems.append(f"{info.filename}: unreadable ({exc})")
-        for mets in (n for n in names if PurePosixPath(n).name == METS_NAME):
+            except (ZipReadError, UnsafeArchiveError) as exc:
+                problems.append(_problem(exc, path))
+                unreadable.add(info.filename)
+        for mets in (n for n in names if PurePosixPath(n).name == METS_NAME and n not in unreadable):
             problems += _mets_problems(zf, mets, names)
     return problems
+
+
+def _problem(exc: Exception, path: Path) -> str:
+    """One line for an unreadable archive or member, without the archive (the caller names it)."""
+    return str(exc).removeprefix(f"{path}: ")
 
 
 def _mets_problems(zf: zipfile.ZipFile, mets: str, names: list[str]) -> list[str]:
     """References of one METS file, relative to its folder, against the entries of that folder."""
     folder = posixpath.dirname(mets)
     try:
-        with zf.open(mets) as fh:
+        with open_member(zf, zf.getinfo(mets), Path(zf.filename or "")) as fh:
             root = etree.parse(fh, validate.parser()).getroot()
-    except (etree.XMLSyntaxError, zipfile.BadZipFile, zlib.error, OSError):
+    except (etree.XMLSyntaxError, ZipReadError):
         return []  # already reported by the entry loop
     hrefs = {
         posixpath.join(folder, el.get(f"{{{_NS['xlink']}}}href") or ""): el.sourceline

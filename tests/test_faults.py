@@ -1,0 +1,148 @@
+"""Bad input from other people's machines (issue 12, items 8-11, 13, 16): every defect is one line on
+stderr naming the file and the part, exit 1 or 2, and nothing half-written is left behind."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CREMMA = FIXTURES / "escriptorium-alto-cremma-mss-20"
+XML, JPG = "01R_P1S7P178_001.xml", "01R_P1S7P178_001.jpg"
+
+
+def run(*argv: str | Path) -> int:
+    return main([str(a) for a in argv])
+
+
+def one_error(err: str, *needles: str) -> str:
+    """The single stderr line of a failed command, checked to name each of ``needles``."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pipeline: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+    return lines[0]
+
+
+# --- zips that zipfile cannot read (item 8) ------------------------------------------------------
+
+
+def _zip(path: Path, method: int = zipfile.ZIP_DEFLATED, xml_name: str = XML) -> bytearray:
+    with zipfile.ZipFile(path, "w", method) as zf:
+        zf.write(CREMMA / XML, xml_name)
+        zf.write(CREMMA / JPG, JPG)
+    return bytearray(path.read_bytes())
+
+
+def _central(data: bytearray, n: int) -> int:
+    return [m.start() for m in re.finditer(b"PK\x01\x02", data)][n]
+
+
+def _local(data: bytearray, n: int) -> int:
+    return [m.start() for m in re.finditer(b"PK\x03\x04", data)][n]
+
+
+def _put(data: bytearray, offset: int, fmt: str, value: int) -> None:
+    data[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+
+
+def bad_utf8_name(path: Path) -> str:
+    data = _zip(path, xml_name="01R_P1S7P178_00X.xml")
+    for header, flags in ((_central(data, 0), 8), (_local(data, 0), 6)):
+        data[data.find(b"00X.xml", header) + 2] = 0xFF
+        _put(data, header + flags, "<H", 0x800)
+    path.write_bytes(data)
+    return "01R_P1S7P178_00"
+
+
+def encrypted(path: Path) -> str:
+    data = _zip(path)
+    _put(data, _central(data, 0) + 8, "<H", 1)
+    _put(data, _local(data, 0) + 6, "<H", 1)
+    path.write_bytes(data)
+    return XML
+
+
+def unsupported_method(path: Path) -> str:
+    data = _zip(path)
+    _put(data, _central(data, 0) + 10, "<H", 99)
+    _put(data, _local(data, 0) + 8, "<H", 99)
+    path.write_bytes(data)
+    return XML
+
+
+def corrupt_deflate(path: Path) -> str:
+    data = _zip(path)
+    start = _local(data, 0) + 30 + len(XML) + 200
+    data[start:start + 40] = bytes(40)
+    path.write_bytes(data)
+    return XML
+
+
+def damaged_central_directory(path: Path) -> str:
+    data = _zip(path)
+    start = _central(data, 1)
+    data[start:start + 4] = b"XXXX"
+    path.write_bytes(data)
+    return ""
+
+
+def sizes_without_zip64(path: Path) -> str:
+    data = _zip(path, zipfile.ZIP_STORED)
+    _put(data, _central(data, 0) + 20, "<I", 0xFFFFFFFF)
+    _put(data, _central(data, 0) + 24, "<I", 0xFFFFFFFF)
+    path.write_bytes(data)
+    return XML
+
+
+def end_record_past_the_file(path: Path) -> str:
+    data = _zip(path)
+    _put(data, data.rfind(b"PK\x05\x06") + 16, "<I", 0x7FFFFFF0)
+    path.write_bytes(data)
+    return ""
+
+
+ZIP_DEFECTS: dict[str, Callable[[Path], str]] = {
+    f.__name__: f for f in (bad_utf8_name, encrypted, unsupported_method, corrupt_deflate,
+                            damaged_central_directory, sizes_without_zip64, end_record_past_the_file)
+}
+#: what the message must say of each defect
+ZIP_REASONS = {
+    "bad_utf8_name": "not valid UTF-8", "encrypted": "encrypted",
+    "unsupported_method": "compression method 99",
+    "corrupt_deflate": "corrupt", "damaged_central_directory": "central directory",
+    "sizes_without_zip64": "zip64", "end_record_past_the_file": "past the end",
+}
+
+
+@pytest.mark.parametrize("defect", ZIP_DEFECTS)
+@pytest.mark.parametrize("command", ["import", "export", "verify"])
+def test_unreadable_zip_is_one_line_naming_archive_and_member(
+    defect: str, command: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    archive = tmp_path / "bad.zip"
+    member = ZIP_DEFECTS[defect](archive)
+    reason = ZIP_REASONS[defect]
+    if command == "verify":
+        assert run("verify", archive) == 1
+        out, err = capfd.readouterr()
+        assert err == ""
+        assert out.startswith(f"{archive}: ") and member in out and reason in out, out
+        assert "OK" not in out
+        return
+    if command == "import":
+        rc = run("import", archive, "--corpus", tmp_path / "c.sqlite")
+    else:
+        rc = run("export", "--source", archive, "--images", "-o", tmp_path / "out.zip")
+    assert rc in (1, 2)
+    one_error(capfd.readouterr().err, str(archive), member, reason)
+    assert not (tmp_path / "out.zip").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jpg"]
