@@ -228,6 +228,10 @@ class SafeZip:
         if root not in target.parents:
             raise UnsafeArchiveError(f"{self.path}: member {name!r} would land outside {dest_dir}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self.open(name) as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)  # type: ignore[misc]
+        try:
+            with self.open(name) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)  # type: ignore[misc]
+        except BaseException:  # a member that fails part-way leaves no truncated copy
+            target.unlink(missing_ok=True)
+            raise
         return target

@@ -4,6 +4,7 @@ stderr naming the file and the part, exit 1 or 2, and nothing half-written is le
 from __future__ import annotations
 
 import re
+import sqlite3
 import struct
 import zipfile
 from collections.abc import Callable
@@ -146,3 +147,50 @@ def test_unreadable_zip_is_one_line_naming_archive_and_member(
     one_error(capfd.readouterr().err, str(archive), member, reason)
     assert not (tmp_path / "out.zip").exists()
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".jpg"]
+
+
+# --- a failed import leaves no file behind (item 9) ----------------------------------------------
+
+
+def _dump(corpus: Path) -> list[str]:
+    with sqlite3.connect(corpus) as conn:
+        return list(conn.iterdump())
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def image_declaring_one_byte(path: Path) -> None:
+    """The image member says 1 byte (central directory and local header) and holds the whole JPEG."""
+    data = _zip(path, zipfile.ZIP_STORED)
+    _put(data, _central(data, 1) + 24, "<I", 1)
+    _put(data, _local(data, 1) + 22, "<I", 1)
+    path.write_bytes(data)
+
+
+def image_corrupt_near_its_end(path: Path) -> None:
+    """The image's deflate stream breaks after more than a megabyte has been copied out."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(CREMMA / XML, XML)
+        zf.writestr(JPG, (CREMMA / JPG).read_bytes() * 8)
+    data = bytearray(path.read_bytes())
+    start = _central(data, 0) - 400
+    data[start:start + 40] = bytes(40)
+    path.write_bytes(data)
+
+
+@pytest.mark.parametrize("defect", [image_declaring_one_byte, image_corrupt_near_its_end])
+def test_failed_zip_import_removes_every_file_it_wrote(
+    defect: Callable[[Path], None], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", CREMMA, "--corpus", corpus) == 0  # a corpus with a document already
+    before, media = _dump(corpus), _files(tmp_path / "c.media")
+    capfd.readouterr()
+    archive = tmp_path / "bad.zip"
+    defect(archive)
+    assert run("import", archive, "--corpus", corpus) == 1
+    one_error(capfd.readouterr().err, str(archive), JPG)
+    assert _files(tmp_path / "c.media") == media
+    assert _dump(corpus) == before

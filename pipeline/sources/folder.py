@@ -64,7 +64,11 @@ class _Folder:
     def extract(self, name: str, dest_dir: Path) -> Path:
         target = dest_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.path / name, target)
+        try:
+            shutil.copyfile(self.path / name, target)
+        except BaseException:  # a copy that fails part-way (disk full) leaves nothing
+            target.unlink(missing_ok=True)
+            raise
         return target
 
     def close(self) -> None:
