@@ -67,8 +67,13 @@ def validate(source: str | Path | IO[bytes]) -> list[str]:
     try:
         tree = etree.parse(source if not isinstance(source, Path) else str(source), parser())
     except etree.XMLSyntaxError as exc:
-        return [f"line {exc.lineno}: not well-formed: {exc.msg}"]
+        return [f"line {exc.lineno}: not well-formed: {syntax_message(exc)}"]
     return validate_tree(tree)
+
+
+def syntax_message(exc: etree.XMLSyntaxError) -> str:
+    """libxml2's message on one line: some (resource limits) carry a line break and a position."""
+    return " ".join((exc.msg or "syntax error").split("\n")[0].split()) or "syntax error"
 
 
 def _reference_errors(root: etree._Element, ns: str) -> list[str]:

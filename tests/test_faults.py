@@ -194,3 +194,74 @@ def test_failed_zip_import_removes_every_file_it_wrote(
     one_error(capfd.readouterr().err, str(archive), JPG)
     assert _files(tmp_path / "c.media") == media
     assert _dump(corpus) == before
+
+
+# --- XML values and shapes that broke the readers (item 10) ---------------------------------------
+
+_ALTO_BODY = (CREMMA / XML).read_text(encoding="utf-8").split("\n", 1)[1]  # without the declaration
+
+
+def _alto_page(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / XML).write_text(text, encoding="utf-8")
+    return folder
+
+
+XML_DEFECTS: dict[str, tuple[Callable[[], str], str]] = {
+    # page file text, what the message says
+    "infinite_height": (lambda: _ALTO_BODY.replace('HEIGHT="1500"', 'HEIGHT="Infinity"', 1),
+                        "'Infinity' is not a finite number"),
+    "nan_width": (lambda: _ALTO_BODY.replace('WIDTH="1157"', 'WIDTH="NaN"', 1),
+                  "'NaN' is not a finite number"),
+    "huge_width": (lambda: _ALTO_BODY.replace('WIDTH="1157"', f'WIDTH="1{"0" * 40}"', 1), "page size"),
+    "attlist_default_inf": (
+        lambda: '<?xml version="1.0"?>\n<!DOCTYPE alto [<!ATTLIST Page HEIGHT CDATA "inf">]>\n'
+        + _ALTO_BODY.replace('HEIGHT="1500"', "", 1),
+        "'inf' is not a finite number"),
+    "coordinate_1e999": (lambda: re.sub(r'POINTS="\d+', 'POINTS="1e999', _ALTO_BODY, count=1),
+                         "not a finite number"),
+    "undeclared_root_prefix": (lambda: _ALTO_BODY.replace("<alto ", "<x:alto ", 1)
+                               .replace("</alto>", "</x:alto>"),
+                               "neither ALTO nor PAGE"),
+    "11_MB_attribute": (lambda: _ALTO_BODY.replace("<Page ", f'<Page foo="{"a" * 11_000_000}" ', 1),
+                        "not well-formed XML"),
+}
+
+
+@pytest.mark.parametrize("defect", XML_DEFECTS)
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_bad_xml_values_are_one_line_naming_file_and_line(
+    defect: str, command: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    text, reason = XML_DEFECTS[defect]
+    folder = _alto_page(tmp_path / "set", text())
+    if command == "import":
+        rc = run("import", folder, "--corpus", tmp_path / "c.sqlite")
+    else:
+        rc = run("export", "--source", folder, "-o", tmp_path / "out.zip")
+    assert rc == 1
+    line = one_error(capfd.readouterr().err, f"{folder}: {XML}: line ", reason)
+    assert re.search(rf"{XML}: line \d+: ", line), line
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_megabyte_custom_attribute_is_read_in_linear_time(tmp_path: Path) -> None:
+    """A 1 MB ``custom`` attribute (no closing brace, a word before every brace) used to send the
+    regular expression into quadratic backtracking: the import never ended. A subprocess with a
+    generous deadline turns that hang into a failure."""
+    import subprocess
+    import sys
+
+    page = (FIXTURES / "transkribus-page-joseph-hooker/JDH_2_16_144_002.xml").read_text(encoding="utf-8")
+    customs = ["a" * 1_000_000, "structure {type:" + "x" * 1_000_000, "a{" * 500_000, "a " * 500_000 + "{"]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for n, value in enumerate(customs):
+        mutated = page.replace('custom="readingOrder {index:0;}"', f'custom="{value}"', 1)
+        (folder / f"p{n}.xml").write_text(mutated, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "export", "--source", str(folder), "--format", "page", "-o",
+         str(tmp_path / "out.zip")], capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.zip").exists()

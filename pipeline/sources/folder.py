@@ -145,6 +145,8 @@ class Bundle:
         if pages:
             with self._store.open(pages[0].xml) as stream:
                 kind = root_kind(stream, self.describe(pages[0]))
+            if kind not in ("alto", "page"):  # e.g. an undeclared prefix: <x:alto>
+                self.read(pages[0])  # raises XmlError naming the root element and its line
         return pages, kind
 
     def describe(self, page: PageFile) -> str:

@@ -11,6 +11,7 @@ every ALTO and PAGE namespace version (and none) is read the same way.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,14 +22,15 @@ from lxml import etree
 
 from pipeline.errors import PipelineError
 from pipeline.model import Polygon, bbox
-from pipeline.validate import PARSER_OPTIONS
+from pipeline.validate import PARSER_OPTIONS, syntax_message
 
 log = logging.getLogger("pipeline")
 
 #: block ids eScriptorium writes for the region of orphan lines: its lines get no block
 DUMMY_PREFIX = "eSc_dummyblock_"
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_CUSTOM = re.compile(r"(\w+)\s*\{([^}]*)\}")
+#: the largest page width or height believed (libvips' own limit on an image side)
+MAX_PAGE_SIZE = 10_000_000
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 #: ALTO OtherTag ID prefixes / DESCRIPTION words that say whether a tag is a block or a line type
 _TAG_KINDS = {"BT": "block", "LT": "line", "block": "block", "line": "line"}
@@ -113,12 +115,27 @@ def points(text: str | None, what: str, minimum: int = 1) -> Polygon | None:
 
 
 def _number(text: str) -> float:
-    value = float(text)
+    value = _finite(float(text), text)
     return int(value) if value.is_integer() else value
 
 
 def _float(text: str | None) -> float | None:
-    return None if text is None or not text.strip() else float(text.replace(",", "."))
+    return None if text is None or not text.strip() else _finite(float(text.replace(",", ".")), text)
+
+
+def _finite(value: float, text: str) -> float:
+    """``inf`` and ``nan`` (``HEIGHT="Infinity"``, ``1e999``) are no coordinates: ValueError."""
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:60]!r} is not a finite number")
+    return value
+
+
+def _size(text: str | None, what: str) -> int:
+    """A page width or height in pixels: 0 when absent, ValueError when no image could be that big."""
+    value = round(_float(text) or 0)
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        raise ValueError(f"{what} {text[:60]!r} is not a page size (0 to {MAX_PAGE_SIZE:,} pixels)")
+    return value
 
 
 def rectangle(x0: float, y0: float, x1: float, y1: float) -> Polygon:
@@ -126,12 +143,37 @@ def rectangle(x0: float, y0: float, x1: float, y1: float) -> Polygon:
 
 
 def custom(text: str | None) -> dict[str, dict[str, str]]:
-    """PAGE ``custom="structure {type:X;} readingOrder {index:3;}"`` → ``{"structure": {"type": "X"}, …}``."""
+    """PAGE ``custom="structure {type:X;} readingOrder {index:3;}"`` → ``{"structure": {"type": "X"}, …}``.
+
+    A key is the word right before a ``{``, its body runs to the next ``}``. Scanned with ``find``
+    (linear time): the attribute comes from other people's files, and a regular expression with
+    a word before the brace backtracked quadratically on a megabyte of letters.
+    """
     result: dict[str, dict[str, str]] = {}
-    for key, body in _CUSTOM.findall(text or ""):
-        pairs = (item.split(":", 1) for item in body.split(";") if ":" in item)
+    text = text or ""
+    pos = end = 0
+    while (start := text.find("{", pos)) != -1:
+        if end <= start and (end := text.find("}", start + 1)) == -1:
+            break
+        key = _last_word(text, pos, start)
+        if not key:  # no word before this brace: a later one may still start an item
+            pos = start + 1
+            continue
+        pairs = (item.split(":", 1) for item in text[start + 1 : end].split(";") if ":" in item)
         result[key] = {k.strip(): _UNICODE_ESCAPE.sub(_unescape, v.strip()) for k, v in pairs}
+        pos = end + 1
     return result
+
+
+def _last_word(text: str, start: int, end: int) -> str:
+    """The run of word characters that ends ``text[start:end]`` (before trailing whitespace)."""
+    stop = end
+    while stop > start and text[stop - 1].isspace():
+        stop -= 1
+    first = stop
+    while first > start and (text[first - 1].isalnum() or text[first - 1] == "_"):
+        first -= 1
+    return text[first:stop]
 
 
 def _unescape(match: re.Match[str]) -> str:
@@ -254,8 +296,8 @@ class AltoReader(_Reader):
         self.page.source = (el.text or "").strip()
 
     def on_page(self, el: etree._Element) -> None:
-        self.page.width = round(_float(el.get("WIDTH")) or 0)
-        self.page.height = round(_float(el.get("HEIGHT")) or 0)
+        self.page.width = _size(el.get("WIDTH"), "WIDTH")
+        self.page.height = _size(el.get("HEIGHT"), "HEIGHT")
 
     def on_block_start(self, el: etree._Element) -> None:
         self.open_region(el.get("ID"), self.type_of(el), _alto_box(el))
@@ -330,8 +372,8 @@ class PageReader(_Reader):
 
     def on_page(self, el: etree._Element) -> None:
         self.page.image_filename = el.get("imageFilename") or ""
-        self.page.width = round(_float(el.get("imageWidth")) or 0)
-        self.page.height = round(_float(el.get("imageHeight")) or 0)
+        self.page.width = _size(el.get("imageWidth"), "imageWidth")
+        self.page.height = _size(el.get("imageHeight"), "imageHeight")
 
     def on_metadata(self, el: etree._Element) -> None:
         """Created/LastChange and externalRef; anything else (TranskribusMetadata) is ignored."""
@@ -463,4 +505,4 @@ def iterparse_secure(
                     raise XmlError(f"{name}: line 1: DTD declares entities; refused (XXE / entity expansion)")
             yield event, el
     except etree.XMLSyntaxError as exc:
-        raise XmlError(f"{name}: line {exc.lineno}: not well-formed XML: {exc.msg}") from None
+        raise XmlError(f"{name}: line {exc.lineno}: not well-formed XML: {syntax_message(exc)}") from None
