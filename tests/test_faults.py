@@ -265,3 +265,44 @@ def test_megabyte_custom_attribute_is_read_in_linear_time(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.zip").exists()
+
+
+# --- brat offsets and ids of any length (item 11) -------------------------------------------------
+
+_HUGE = "9" * 4401  # past Python's 4,300-digit limit on int(str)
+
+
+def _exchange(path: Path, ann: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("test/letter.txt", "Dear Dyer,\nyours truly.\n")
+        zf.writestr("ann/letter.ann", ann)
+    return path
+
+
+@pytest.mark.parametrize("ann", [
+    f"T1\tPerson.Name 0 {_HUGE}\tDyer\n",
+    f"T1\tPerson.Name {_HUGE} 9\tDyer\n",
+    f"T1\tPerson.Name 5 9\tDyer\nT2\tPerson.Name 0 1;{_HUGE} 9\tD\n",
+], ids=["end", "start", "discontinuous"])
+def test_brat_offset_of_thousands_of_digits_is_one_line(
+    ann: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", _exchange(tmp_path / "x.zip", ann), "--corpus", corpus) == 1
+    line = one_error(capfd.readouterr().err, "ann/letter.ann:", "offset")
+    assert re.search(r"ann/letter\.ann:[12]: ", line), line
+
+
+def test_brat_id_of_thousands_of_digits_round_trips(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An id too long for int() is an unparseable line: kept verbatim, and written back on export."""
+    corpus = tmp_path / "c.sqlite"
+    odd = f"R{_HUGE}\tRel Arg1:T1 Arg2:T1"
+    assert run("import", _exchange(tmp_path / "x.zip", f"T1\tPerson.Name 5 9\tDyer\n{odd}\n"),
+               "--corpus", corpus) == 0
+    assert run("export", "--corpus", corpus, "--document", "1", "--format", "exchange", "--layer", "manual",
+               "-o", tmp_path / "out.zip") == 0, capfd.readouterr().err
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        assert odd in zf.read("ann/letter.ann").decode()
+    assert "Traceback" not in capfd.readouterr().err

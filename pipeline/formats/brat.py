@@ -25,7 +25,9 @@ SECTION_TYPE = "_SECTION"
 BODY = "BODY"
 BOM = "\ufeff"
 
-_ID = re.compile(r"([A-Za-z#*])(\d*)")
+#: ids and offsets longer than this are not numbers anyone wrote (and int() refuses 4,300 digits)
+MAX_DIGITS = 18
+_ID = re.compile(rf"([A-Za-z#*])(\d{{0,{MAX_DIGITS}}})")
 _SPAN = re.compile(r"(\S+) (\d+ \d+(?:;\d+ \d+)*)")
 _COMPONENT = re.compile(r"[A-Za-z0-9_]+")
 _ENCODED_DIGITS = re.compile(r"X_([0-9]+)")
@@ -200,7 +202,7 @@ def _parse_line(line: str, number: int, where: str, warnings: list[str]) -> Cate
     elif kind != "T":
         label = "malformed category" if kind == "C" else f"{kind!r} annotation"
         warnings.append(f"{where}: {label} kept as passthrough")
-    return Passthrough(line, number, _fragments(rest) if kind == "T" else ())
+    return Passthrough(line, number, _fragments(rest, where) if kind == "T" else ())
 
 
 def _parse_span(ident: str, rest: str, number: int, where: str, warnings: list[str]) -> Span | None:
@@ -217,7 +219,7 @@ def _parse_span(ident: str, rest: str, number: int, where: str, warnings: list[s
         problem = "empty value"
     if problem is None:
         assert m is not None
-        start, end = (int(v) for v in m[2].split(" "))
+        start, end = (_offset(v, where) for v in m[2].split(" "))
         kind, dot, name = m[1].partition(".")
         if kind == SECTION_TYPE and (name or not dot):
             return Section(name, start, end, ident, number, value) if dot else Section(
@@ -231,13 +233,20 @@ def _parse_span(ident: str, rest: str, number: int, where: str, warnings: list[s
     return None
 
 
-def _fragments(rest: str) -> tuple[tuple[int, int], ...]:
+def _fragments(rest: str, where: str) -> tuple[tuple[int, int], ...]:
     """The ordered ``start end`` fragments of a (possibly discontinuous) T line, for inspection."""
     m = _SPAN.fullmatch(rest.partition("\t")[0])
     if not m:
         return ()
     pairs = (frag.split(" ") for frag in m[2].split(";"))
-    return tuple((int(s), int(e)) for s, e in pairs)
+    return tuple((_offset(s, where), _offset(e, where)) for s, e in pairs)
+
+
+def _offset(digits: str, where: str) -> int:
+    """A span offset; BratError for one no text could reach (and int() would refuse past 4,300 digits)."""
+    if len(digits) > MAX_DIGITS:
+        raise BratError(f"{where}: offset {digits[:12]}... ({len(digits):,} digits) out of range")
+    return int(digits)
 
 
 def resolve(ann: AnnFile, text: str, unit: OffsetUnit, member: str) -> AnnFile:
