@@ -289,19 +289,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO)
     try:
         return args.func(args)
-    except PipelineError as exc:
-        if args.debug:
-            raise
-        print(f"pipeline: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("pipeline: interrupted", file=sys.stderr)
         return 130
-    except OSError as exc:
-        if args.debug:
+    except (PipelineError, OSError, BaseExceptionGroup) as exc:
+        if isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is not None:
+            print("pipeline: interrupted", file=sys.stderr)
+            return 130
+        errors = user_errors(exc)
+        if args.debug or errors is None:
             raise
-        print(f"pipeline: error: {exc}", file=sys.stderr)
-        return 1
+        for error in errors:
+            print("pipeline: error: " + " ".join(str(error).split("\n")), file=sys.stderr)
+        return max(getattr(error, "exit_code", 1) for error in errors)
+
+
+def user_errors(exc: BaseException) -> list[BaseException] | None:
+    """The errors a user caused, one per line to print (every leaf of a group), or None when any
+    of them is a bug, which must show its traceback. OSErrors (a missing file, a full disk) are
+    the user's machine's."""
+    if isinstance(exc, BaseExceptionGroup):
+        leaves: list[BaseException] = []
+        for inner in exc.exceptions:
+            if (found := user_errors(inner)) is None:
+                return None
+            leaves += found
+        return leaves
+    return [exc] if isinstance(exc, PipelineError | OSError) else None
 
 
 if __name__ == "__main__":

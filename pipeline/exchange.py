@@ -25,7 +25,7 @@ import anyio
 import anyio.from_thread
 
 from pipeline.archive import ZipSink
-from pipeline.errors import UsageError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.formats.brat import (
     BODY,
     BOM,
@@ -68,6 +68,8 @@ DEFAULT_GROUP = "Annotation"
 #: part metadata keys holding what an import read and an export must write back
 IDS_KEY = "exchange:ids"
 PASSTHROUGH_KEY = "exchange:passthrough"
+#: a kept brat id: a letter and at most 18 digits (so that int() of it is cheap and bounded)
+_KEPT_ID = re.compile(r"[CT][0-9]{1,18}")
 _JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db"})
 _JUNK_DIRS = frozenset({"__MACOSX"})
 #: synthetic geometry of imported lines (pixels): parts have no image, XML exports need boxes
@@ -109,14 +111,22 @@ class KeptIds:
 
     @classmethod
     def of(cls, part: Part) -> KeptIds:
+        """The ids kept in the part's metadata; unreadable JSON is ignored with a warning, an id
+        that is no brat id (the metadata is editable) is a PipelineError naming the part."""
         meta = dict(part.metadata)
         try:
             data = json.loads(meta.get(IDS_KEY, "{}"))
             kinds = ("tags", "annotations", "regions")
-            return cls(*({str(a): str(b) for a, b in data.get(kind, {}).items() if b} for kind in kinds))
+            kept = cls(*({str(a): str(b) for a, b in data.get(kind, {}).items() if b} for kind in kinds))
         except (ValueError, AttributeError, TypeError):
             log.warning("part %s: unreadable %s metadata ignored", part.id, IDS_KEY)
             return cls()
+        for letter, ids in (("C", kept.tags), ("T", kept.annotations), ("T", kept.regions)):
+            for ident in ids.values():
+                if not _KEPT_ID.fullmatch(ident) or ident[0] != letter:
+                    raise PipelineError(f"part {part.id} ({part.image_filename}): metadata {IDS_KEY!r}: "
+                                        f"{ident[:40]!r} is not a brat id like {letter}12")
+        return kept
 
 
 def passthrough_of(part: Part) -> list[str]:

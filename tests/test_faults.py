@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.errors import PipelineError, UsageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CREMMA = FIXTURES / "escriptorium-alto-cremma-mss-20"
@@ -306,3 +307,92 @@ def test_brat_id_of_thousands_of_digits_round_trips(
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         assert odd in zf.read("ann/letter.ann").decode()
     assert "Traceback" not in capfd.readouterr().err
+
+
+# --- user errors that reached cli.main as raw tracebacks (item 16) --------------------------------
+
+
+@pytest.mark.parametrize("ids", [
+    '{"tags": {}, "annotations": {"1": "Tx"}, "regions": {}}',
+    f'{{"tags": {{}}, "annotations": {{"1": "T{_HUGE}"}}, "regions": {{}}}}',
+    '{"tags": {"Dyer": "C-1"}, "annotations": {}, "regions": {}}',
+], ids=["letters", "thousands-of-digits", "negative"])
+def test_edited_exchange_ids_are_one_line(
+    ids: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Part metadata is editable (eScriptorium shows it): a kept brat id that is no id is an error
+    naming the part and the key, raised where the metadata is read."""
+    corpus = tmp_path / "c.sqlite"
+    archive = _exchange(tmp_path / "x.zip", "T1\tPerson.Name 5 9\tDyer\n")
+    assert run("import", archive, "--corpus", corpus) == 0
+    with sqlite3.connect(corpus) as conn:
+        updated = conn.execute(
+            "UPDATE core_documentpartmetadata SET value = ? WHERE key_id = "
+            "(SELECT id FROM core_metadata WHERE name = 'exchange:ids')", (ids,)).rowcount
+    assert updated == 1
+    capfd.readouterr()
+    assert run("export", "--corpus", corpus, "--document", "1", "--format", "exchange", "--layer", "manual",
+               "-o", tmp_path / "out.zip") == 1
+    one_error(capfd.readouterr().err, "part 1", "exchange:ids", "is not a brat id")
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_unreadable_registry_record_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", CREMMA, "--corpus", corpus) == 0
+    assert run("export", "--corpus", corpus, "--document", "1", "--layer", "Default ALTO Import",
+               "-o", tmp_path) == 0
+    with sqlite3.connect(corpus) as conn:
+        (export_id,) = conn.execute("SELECT id FROM pipeline_export").fetchone()
+        conn.execute("UPDATE pipeline_export SET options = '{not json'")
+    capfd.readouterr()
+    assert run("exports", "show", export_id[:10], "--corpus", corpus) == 1
+    one_error(capfd.readouterr().err, str(corpus), export_id, "unreadable")
+    assert run("exports", "list", "--corpus", corpus) == 1
+    one_error(capfd.readouterr().err, str(corpus), export_id, "unreadable")
+
+
+def _raises(exc: BaseException) -> Callable[[object], int]:
+    def command(_: object) -> int:
+        raise exc
+    return command
+
+
+_GROUP = ExceptionGroup("tasks failed", [
+    PipelineError("a.zip: member 'p.xml': corrupt compressed data"),
+    ExceptionGroup("inner", [UsageError("job.toml: archive.keep: -1 is not a count"),
+                             FileNotFoundError(2, "No such file or directory", "/srv/old.zip")]),
+])
+
+
+def test_exception_group_of_user_errors_is_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Task groups (a job's concurrent archives) raise groups: each user error in one gets its own
+    line, the exit code is the most severe, and --debug shows every traceback of the group."""
+    monkeypatch.setattr("pipeline.cli.cmd_verify", _raises(_GROUP))
+    assert run("verify", "x.zip") == 2
+    err = capfd.readouterr().err
+    assert err.splitlines() == [
+        "pipeline: error: a.zip: member 'p.xml': corrupt compressed data",
+        "pipeline: error: job.toml: archive.keep: -1 is not a count",
+        "pipeline: error: [Errno 2] No such file or directory: '/srv/old.zip'",
+    ]
+    with pytest.raises(ExceptionGroup) as raised:
+        run("--debug", "verify", "x.zip")
+    assert raised.value is _GROUP
+
+
+def test_a_bug_inside_a_group_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = ExceptionGroup("tasks failed", [PipelineError("a.zip: corrupt"), KeyError("bug")])
+    monkeypatch.setattr("pipeline.cli.cmd_verify", _raises(group))
+    with pytest.raises(ExceptionGroup):
+        run("verify", "x.zip")
+
+
+def test_an_error_message_spanning_lines_prints_as_one(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("pipeline.cli.cmd_verify", _raises(PipelineError("p.xml: line 3: limit\n, line 3")))
+    assert run("verify", "x.zip") == 1
+    assert capfd.readouterr().err == "pipeline: error: p.xml: line 3: limit , line 3\n"
