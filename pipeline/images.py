@@ -321,7 +321,14 @@ class ImageJob:
         self._spool.finish(error)
 
     def _transcode(self) -> None:
-        image = open_image(self.part, self.plan)
+        error = self._encode(open_image(self.part, self.plan))
+        if error is not None:  # raised here, where no frame holds the image (see _encode)
+            raise error
+
+    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | None:
+        """Write the image into the spool; the error to raise when it fails. Returns rather than
+        raises, so that no traceback keeps the image alive: libvips gives its warnings about
+        a read when the image is freed, and after exit they would go straight to stderr."""
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -332,12 +339,13 @@ class ImageJob:
         try:
             target = pyvips.Target.new_to_descriptor(self._spool.open())
             image.write_to_target(target, self.plan.save_suffix, **kwargs)
+            return None
         except pyvips.Error as exc:
             if self._spool.closed:  # killed by close()
                 raise SpoolClosed from None
             if (reason := _write_failure(exc)) is not None:  # our spool, not the page, is at fault
-                raise OutputError(f"cannot write {self._spool.where}: {reason}") from None
-            raise ImageError(self.part, _reason(exc)) from None
+                return OutputError(f"cannot write {self._spool.where}: {reason}")
+            return ImageError(self.part, _reason(exc))
         finally:
             self._image = None
 
@@ -391,7 +399,8 @@ def open_image(part: Part, plan: ImagePlan) -> pyvips.Image:
             )
         return pyvips.Image.new_from_file(str(source), access="sequential", fail_on=FAIL_ON)
     except pyvips.Error as exc:
-        raise ImageError(part, _reason(exc)) from None
+        reason = _reason(exc)
+    raise ImageError(part, reason)  # outside the handler: no context holding libvips' objects
 
 
 #: how libvips reports a failed write(2) to a target: its message, then the system's reason
@@ -405,9 +414,15 @@ def _write_failure(exc: pyvips.Error) -> str | None:
 
 
 def _reason(exc: pyvips.Error) -> str:
-    """libvips' own last line, e.g. ``VipsJpeg: premature end of JPEG image``."""
+    """libvips' own last line that says what is wrong, e.g. ``VipsJpeg: premature end of JPEG
+    image``, rather than the saver's ``unable to write to target`` it ends with."""
     lines = [s.strip() for s in f"{exc.message}\n{exc.detail or ''}".splitlines() if s.strip()]
-    return lines[-1] if lines else "libvips cannot read the image"
+    telling = [line for line in lines if not _GENERIC.search(line)]
+    return (telling or lines or ["libvips cannot read the image"])[-1]
+
+
+#: libvips messages that only say which operation failed, not why
+_GENERIC = re.compile(r"unable to (call|write to)\b")
 
 
 #: what pass-through files of common formats start and end with: a renamed file or a truncated

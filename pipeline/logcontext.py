@@ -19,9 +19,13 @@ class _WhereFilter(logging.Filter):
         return True
 
 
+class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Our stderr handler, told apart from others on loggers we share (pyvips')."""
+
+
 def configure_logging(level: int) -> None:
     """One line per message on stderr; third-party loggers (pyvips' debug chatter) stay quiet."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _OurHandler(sys.stderr)
     handler.addFilter(_WhereFilter())
     debug = level <= logging.DEBUG
     handler.setFormatter(logging.Formatter(
@@ -31,4 +35,11 @@ def configure_logging(level: int) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-    logging.getLogger("pyvips").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # libvips' warnings (a JPEG read with warnings, ...) come through pyvips' logger: with --debug
+    # they are shown like ours; otherwise the error that follows them says what matters
+    vips = logging.getLogger("pyvips")
+    vips.setLevel(logging.DEBUG if debug else logging.ERROR)
+    for old in [h for h in vips.handlers if isinstance(h, _OurHandler)]:
+        vips.removeHandler(old)
+    if debug:
+        vips.addHandler(handler)

@@ -396,3 +396,32 @@ def test_an_error_message_spanning_lines_prints_as_one(
     monkeypatch.setattr("pipeline.cli.cmd_verify", _raises(PipelineError("p.xml: line 3: limit\n, line 3")))
     assert run("verify", "x.zip") == 1
     assert capfd.readouterr().err == "pipeline: error: p.xml: line 3: limit , line 3\n"
+
+
+# --- libvips' own warnings stay off stderr (item 13) ----------------------------------------------
+
+
+def test_lying_jpeg_header_is_one_line_without_vips_warnings(tmp_path: Path) -> None:
+    """The APP1 segment's length claims 115 bytes more than it holds, so libjpeg reads the next
+    segments out of step. The error is one line; libvips' warnings about the read (given when the
+    image is freed, which used to be at exit, after pyvips stopped routing them to logging) must
+    not follow it. A subprocess, since they went straight to file descriptor 2 at exit."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / XML).write_bytes((CREMMA / XML).read_bytes())
+    data = bytearray((CREMMA / JPG).read_bytes())
+    assert data[20:22] == b"\xff\xe1"  # APP1 (Exif) right after APP0
+    _put(data, 22, ">H", struct.unpack_from(">H", data, 22)[0] + 115)
+    (folder / JPG).write_bytes(data)
+    for options in (["--image-format", "png"], ["--image-max-size", "400"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "export", "--source", str(folder), "--images", *options,
+             "-o", str(tmp_path / "out.zip")], capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 1
+        line = one_error(done.stderr, f"{folder / JPG}", "part 1")
+        assert "VIPS" not in done.stderr and "unable to write to target" not in line, done.stderr
+        assert not (tmp_path / "out.zip").exists()

@@ -194,10 +194,11 @@ def header_size(path: Path) -> tuple[int, int]:
     """Image width and height from the header only: libvips opens lazily and decodes no pixels."""
     try:
         image = pyvips.Image.new_from_file(str(path))
+        return image.width, image.height
     except pyvips.Error as exc:
         reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
-        raise PipelineError(f"{path}: not a readable image ({reason})") from None
-    return image.width, image.height
+    # raised outside the handler, so no traceback keeps libvips' objects (and their warnings) alive
+    raise PipelineError(f"{path}: not a readable image ({reason})")
 
 
 # --- export source ---------------------------------------------------------------------------------
