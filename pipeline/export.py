@@ -258,7 +258,10 @@ class _Pages:
             image = None
         if image is not None:
             self.sink.add(self.prefix + image_name, image, "image", part.updated_at)
-        xml = _logged_as(_describe(self.document, part), self.render(part, self.document, self.flt))
+        context = _describe(self.document, part)
+        if image is not None and image_name != part.image_filename:
+            part = dataclasses.replace(part, original_filename=image_name)  # the XML names its entry
+        xml = _logged_as(context, self.render(part, self.document, self.flt))
         self.sink.add(self.prefix + xml_name, xml, "xml", part.updated_at)
         self.index.append(image_name if image is not None else None, xml_name)
         self.result.parts += 1

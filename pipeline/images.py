@@ -140,6 +140,8 @@ def fit_part(part: Part, options: ImageOptions) -> tuple[Part, ImagePlan]:
     if options.format == ORIGINAL:
         new_name = name.name
         save_suffix = _original_suffix(name, source) if resize else None
+        if save_suffix is None and source is not None and not _same_format(name.suffix, source.suffix):
+            new_name = f"{name.stem}{source.suffix}"  # the entry's name says what its bytes are
     else:
         suffixes = FORMATS[options.format]
         new_name = name.name if name.suffix.lower() in suffixes else f"{name.stem}{suffixes[0]}"
@@ -157,6 +159,13 @@ def fit_part(part: Part, options: ImageOptions) -> tuple[Part, ImagePlan]:
         lines=tuple(_scale_line(li, sx, sy) for li in part.lines) if resize else part.lines,
     )
     return fitted, plan
+
+
+def _same_format(suffix: str, other: str) -> bool:
+    """Whether two extensions name one format (``.jpg``/``.JPEG``); an unknown one only itself.
+    A stored file without extension says nothing, so it never contradicts a name."""
+    a, b = suffix.lower(), other.lower()
+    return a == b or not b or any(a in group and b in group for group in FORMATS.values())
 
 
 def _original_suffix(name: PurePosixPath, source: Path | None) -> str:

@@ -1,0 +1,81 @@
+"""Archives that agree with themselves: each XML names the image entry beside it, each image
+entry's name says what its bytes are, and ``pipeline verify`` checks both."""
+
+from __future__ import annotations
+
+import posixpath
+import zipfile
+from pathlib import Path, PurePath
+
+import pytest
+from lxml import etree
+
+from pipeline.cli import main
+
+#: what files of each extension start with (written out here, independently of the code under test)
+MAGIC = {
+    ".jpg": (b"\xff\xd8\xff",),
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".webp": (b"RIFF",),
+}
+METS = "{http://www.loc.gov/METS/}"
+XLINK = "{http://www.w3.org/1999/xlink}href"
+
+
+def image_reference(xml: bytes) -> str | None:
+    """ALTO ``sourceImageInformation/fileName`` or PAGE ``Page/@imageFilename``."""
+    root = etree.fromstring(xml)
+    for el in root.iter("{*}fileName", "{*}Page"):
+        return el.text if el.tag.endswith("fileName") else el.get("imageFilename")
+    return None
+
+
+def mets_pages(zf: zipfile.ZipFile) -> list[tuple[str | None, str | None]]:
+    """(image, xml) entry names per METS page."""
+    root = etree.fromstring(zf.read("METS.xml"))
+    href = {f.get("ID"): f.find(f"{METS}FLocat").get(XLINK) for f in root.iter(f"{METS}file")}
+    pages = []
+    for div in root.iter(f"{METS}div"):
+        if div.get("TYPE") == "page":
+            ids = [f.get("FILEID") for f in div]
+            image = next((href[i] for i in ids if i.startswith("image")), None)
+            xml = next((href[i] for i in ids if i.startswith("export")), None)
+            pages.append((image, xml))
+    return pages
+
+
+def export(corpus: Path, out: Path, document: int, *args: str) -> None:
+    code = main(["-q", "export", "--corpus", str(corpus), "--document", str(document), "--images",
+                 "--registry", str(out.parent / "registry.sqlite"), "-o", str(out), *args])
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "alto"),  # pass-through
+        ("--format", "page", "--image-format", "jpeg"),  # transcoded: every name becomes .jpg
+        ("--format", "page", "--image-format", "original", "--image-max-size", "300"),  # resized
+    ],
+    ids=["passthrough", "jpeg", "resized-original"],
+)
+def test_each_xml_names_the_image_entry_beside_it(
+    demo_corpus: Path, tmp_path: Path, args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo document has ``f003.jpg`` and ``f003.png`` (a JPEG stored as such): their entries
+    clash. Every XML must name the image entry of its own page, that entry must exist, its bytes
+    must be what its extension says, and verify agrees."""
+    out = tmp_path / "a.zip"
+    export(demo_corpus, out, 1, *args)
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert sum(PurePath(n).stem.startswith("f003") for n in names if not n.endswith(".xml")) == 2
+        for image, xml in mets_pages(zf):
+            assert image is not None and xml is not None
+            assert image_reference(zf.read(xml)) == image, xml
+            head = zf.read(image)[:16]
+            suffix = posixpath.splitext(image)[1].lower()
+            assert head.startswith(MAGIC[".jpg" if suffix == ".jpeg" else suffix]), (image, head)
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0, capsys.readouterr().out
