@@ -3,7 +3,9 @@
 Every entry's CRC is checked by reading it fully; every XML entry is parsed (securely) and
 validated against its schema; every METS reference must name an entry of the archive, and
 every XML entry other than METS must be referenced by it. A bulk archive has one METS per
-document folder, whose references are relative to that folder.
+document folder, whose references are relative to that folder. In a folder with images, every
+page XML must name an image entry of the archive (the one METS puts on its page), and an image
+entry's bytes must be what its extension says.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from .naming import METS_NAME
 from .safezip import UnsafeArchiveError, ZipReadError, check_layout, open_member, open_zip
 
 _NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
+_HREF = f"{{{_NS['xlink']}}}href"
+
+#: what image files start with, per extension (lower case), and the format's name
+_MAGIC: dict[str, tuple[tuple[bytes, ...], str]] = {
+    **dict.fromkeys((".jpg", ".jpeg", ".jpe", ".jfif"), ((b"\xff\xd8\xff",), "JPEG")),
+    ".png": ((b"\x89PNG\r\n\x1a\n",), "PNG"),
+    **dict.fromkeys((".tif", ".tiff"), ((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "TIFF")),
+    ".webp": ((b"RIFF",), "WebP"),
+    **dict.fromkeys((".jp2", ".jpx"), ((b"\x00\x00\x00\x0cjP  \r\n\x87\n",), "JPEG 2000")),
+    ".j2k": ((b"\xff\x4f\xff\x51",), "JPEG 2000 codestream"),
+}
 
 
 def verify_archive(path: Path) -> list[str]:
@@ -29,6 +42,8 @@ def verify_archive(path: Path) -> list[str]:
     except (ZipReadError, OSError) as exc:
         return [_problem(exc, path)]
     problems: list[str] = []
+    #: page XML entry -> (its image reference, line)
+    references: dict[str, tuple[str, int | None]] = {}
     with zf:
         names = zf.namelist()
         unreadable: set[str] = set()
@@ -37,16 +52,25 @@ def verify_archive(path: Path) -> list[str]:
                 check_layout(path, info, size)
                 with open_member(zf, info, path) as fh:
                     if info.filename.lower().endswith(".xml"):
-                        errors = validate.validate(fh)
-                        problems += [f"{info.filename}: {e}" for e in errors]
+                        try:
+                            tree = etree.parse(fh, validate.parser())
+                        except etree.XMLSyntaxError as exc:
+                            message = validate.syntax_message(exc)
+                            problems.append(f"{info.filename}: line {exc.lineno}: not well-formed: {message}")
+                            continue
+                        problems += [f"{info.filename}: {e}" for e in validate.validate_tree(tree)]
+                        if (found := _image_reference(tree)) is not None:
+                            references[info.filename] = found
                     else:
+                        head = fh.read(16)
+                        problems += _magic_problems(info.filename, head)
                         while fh.read(1 << 20):
                             pass
             except (ZipReadError, UnsafeArchiveError) as exc:
                 problems.append(_problem(exc, path))
                 unreadable.add(info.filename)
         for mets in (n for n in names if PurePosixPath(n).name == METS_NAME and n not in unreadable):
-            problems += _mets_problems(zf, mets, names)
+            problems += _mets_problems(zf, mets, names, references)
     return problems
 
 
@@ -55,8 +79,31 @@ def _problem(exc: Exception, path: Path) -> str:
     return str(exc).removeprefix(f"{path}: ")
 
 
-def _mets_problems(zf: zipfile.ZipFile, mets: str, names: list[str]) -> list[str]:
-    """References of one METS file, relative to its folder, against the entries of that folder."""
+def _image_reference(tree: etree._ElementTree) -> tuple[str, int | None] | None:
+    """An ALTO ``sourceImageInformation/fileName`` or a PAGE ``Page/@imageFilename`` and its line."""
+    root = tree.getroot()
+    for el in root.iterfind("{*}Description/{*}sourceImageInformation/{*}fileName"):
+        return (el.text or "").strip(), el.sourceline
+    for el in root.iterfind("{*}Page"):
+        return el.get("imageFilename") or "", el.sourceline
+    return None
+
+
+def _magic_problems(name: str, head: bytes) -> list[str]:
+    """An image entry whose first bytes are not what its extension says."""
+    known = _MAGIC.get(posixpath.splitext(name)[1].lower())
+    if known is None or head.startswith(known[0]):
+        return []
+    if known[1] == "WebP" and head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return []
+    return [f"{name}: not a {known[1]} file, though its extension says so"]
+
+
+def _mets_problems(
+    zf: zipfile.ZipFile, mets: str, names: list[str], references: dict[str, tuple[str, int | None]]
+) -> list[str]:
+    """References of one METS file, relative to its folder, against the entries of that folder;
+    the image references of the page XML of that folder."""
     folder = posixpath.dirname(mets)
     try:
         with open_member(zf, zf.getinfo(mets), Path(zf.filename or "")) as fh:
@@ -64,9 +111,9 @@ def _mets_problems(zf: zipfile.ZipFile, mets: str, names: list[str]) -> list[str
     except (etree.XMLSyntaxError, ZipReadError):
         return []  # already reported by the entry loop
     hrefs = {
-        posixpath.join(folder, el.get(f"{{{_NS['xlink']}}}href") or ""): el.sourceline
+        posixpath.join(folder, el.get(_HREF) or ""): el.sourceline
         for el in root.iterfind(".//m:FLocat", _NS)
-        if not (el.get(f"{{{_NS['xlink']}}}href") or "").startswith(("http://", "https://"))
+        if not (el.get(_HREF) or "").startswith(("http://", "https://"))
     }
     entries = set(names)
     problems = [
@@ -80,4 +127,42 @@ def _mets_problems(zf: zipfile.ZipFile, mets: str, names: list[str]) -> list[str
         if posixpath.dirname(name) == folder and name != mets
         and name.lower().endswith(".xml") and name not in hrefs
     ]
+    return problems + _image_reference_problems(root, folder, entries, references)
+
+
+def _image_reference_problems(
+    root: etree._Element, folder: str, entries: set[str], references: dict[str, tuple[str, int | None]]
+) -> list[str]:
+    """In a folder with images, each page XML names the image entry METS puts on its page; a page
+    that METS gives no image (one skipped as bad) may name an image that is not there."""
+    files = {
+        el.get("ID"): posixpath.join(folder, loc.get(_HREF) or "")
+        for el in root.iterfind(".//m:file", _NS)
+        if (loc := el.find("m:FLocat", _NS)) is not None
+    }
+    images = {files[el.get("ID")] for el in root.iterfind(".//m:fileGrp[@USE='image']/m:file", _NS)}
+    if not images and not any(
+        posixpath.dirname(n) == folder and posixpath.splitext(n)[1].lower() in _MAGIC for n in entries
+    ):
+        return []  # no images: the XML names the source's image file
+    page_image: dict[str, str | None] = {}
+    for page in root.iterfind(".//m:div[@TYPE='page']", _NS):
+        pointed = [files.get(fptr.get("FILEID")) for fptr in page.iterfind("m:fptr", _NS)]
+        image = next((f for f in pointed if f in images), None)
+        for xml in pointed:
+            if xml is not None and xml not in images:
+                page_image[xml] = image
+    problems = []
+    for xml, (reference, line) in references.items():
+        if posixpath.dirname(xml) != folder:
+            continue
+        expected = page_image.get(xml)
+        if xml in page_image and expected is None:
+            continue  # METS: this page has no image
+        named = posixpath.join(folder, reference)
+        if named not in entries:
+            problems.append(f"{xml}: line {line}: names the image {reference!r}, which is not in the archive")
+        elif expected is not None and named != expected:
+            problems.append(f"{xml}: line {line}: names the image {reference!r}, but its page's image is "
+                            f"{posixpath.relpath(expected, folder or '.')!r}")
     return problems

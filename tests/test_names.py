@@ -79,3 +79,32 @@ def test_each_xml_names_the_image_entry_beside_it(
             assert head.startswith(MAGIC[".jpg" if suffix == ".jpeg" else suffix]), (image, head)
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0, capsys.readouterr().out
+
+
+def rewrite(archive: Path, target: Path, changes: dict[str, bytes]) -> None:
+    """A copy of ``archive`` with some entries' bytes replaced (the CRCs are right)."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, changes.get(info.filename, src.read(info.filename)))
+
+
+def test_verify_finds_xml_naming_a_missing_image_and_bytes_unlike_their_extension(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.zip"
+    export(demo_corpus, good, 1, "--format", "alto")
+    with zipfile.ZipFile(good) as zf:
+        (first_image, first_xml), (second_image, _), *_ = mets_pages(zf)
+        assert first_image and first_xml and second_image
+        xml = zf.read(first_xml).replace(f">{first_image}<".encode(), b">elsewhere.jpg<")
+        png = b"\x89PNG\r\n\x1a\n" + zf.read(second_image)[8:]
+    bad = tmp_path / "bad.zip"
+    rewrite(good, bad, {first_xml: xml, second_image: png})
+    capsys.readouterr()
+    assert main(["verify", str(bad)]) == 1
+    problems = capsys.readouterr().out.strip().splitlines()
+    assert any(first_xml in p and "'elsewhere.jpg'" in p and "not in the archive" in p
+               for p in problems), problems
+    assert any(second_image in p and "not a JPEG" in p for p in problems), problems
+    assert len(problems) == 2, problems
+
