@@ -11,6 +11,7 @@ import pytest
 from lxml import etree
 
 from pipeline.cli import main
+from pipeline.demo import build_demo
 
 #: what files of each extension start with (written out here, independently of the code under test)
 MAGIC = {
@@ -108,3 +109,22 @@ def test_verify_finds_xml_naming_a_missing_image_and_bytes_unlike_their_extensio
     assert any(second_image in p and "not a JPEG" in p for p in problems), problems
     assert len(problems) == 2, problems
 
+
+
+def test_verify_accepts_the_xml_of_a_page_whose_image_was_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A page whose image was skipped as bad keeps its XML, which names an image that is not in
+    the archive: METS gives that page no image, so verify accepts it."""
+    corpus = tmp_path / "corpus.sqlite"
+    build_demo(corpus, documents=1, parts=3, lines=4, image_size=(300, 400), image_format="jpeg", seed=2)
+    stored = sorted((tmp_path / "corpus.media").rglob("*.jpg"))
+    stored[1].write_bytes(stored[1].read_bytes()[:2000])  # cut short: a bad image
+    out = tmp_path / "a.zip"
+    code = main(["-q", "export", "--corpus", str(corpus), "--document", "1", "--images", "--on-error", "skip",
+                 "-o", str(out)])
+    assert code == 1, capsys.readouterr().err
+    with zipfile.ZipFile(out) as zf:
+        assert [image is None for image, _ in mets_pages(zf)].count(True) == 1
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0, capsys.readouterr().out
