@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,35 @@ def test_archive_is_published_where_hard_links_are_unavailable(
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [archive.name, f"{archive.stem}_2.zip", f"{archive.stem}_3.zip"]
     )
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KB tmpfs, mounted for the test: a disk that really fills up (ENOSPC). Mounting needs
+    root (as in CI); elsewhere the RLIMIT_FSIZE tests above stand for it."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_full_tmpfs_fails_a_transcoding_export_with_skip_as_an_output_error(
+    corpus: Path, tmp_path: Path, tiny_filesystem: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output folder (and so the image spool beside it) on a full file system: ENOSPC."""
+    out = tiny_filesystem / "out"
+    out.mkdir()
+    code = main(["-q", "export", "--corpus", str(corpus), "--document", "1", "--images",
+                 "--image-format", "png", "--on-error", "skip",
+                 "--registry", str(tmp_path / "registry.sqlite"), "-o", f"{out}/"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("pipeline: error: cannot write"), lines
+    assert os.strerror(errno.ENOSPC) in lines[0] and str(out) in lines[0]
+    assert list(out.iterdir()) == []
