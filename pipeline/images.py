@@ -31,6 +31,7 @@ import pyvips
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from .errors import OutputError, PipelineError, UsageError
+from .memory import cores
 from .model import Line, Part, Polygon, Region
 
 #: output format name -> suffix written, and the suffixes that already mean that format
@@ -277,10 +278,6 @@ def configure_vips() -> None:
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.cache_set_max_files(0)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ImageJob:

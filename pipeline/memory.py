@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-
-from .images import cores
+import os
 
 #: glibc's M_MMAP_THRESHOLD and M_ARENA_MAX parameters of mallopt(3)
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 #: blocks from this size on are mmapped (glibc's initial default, kept fixed)
 MMAP_THRESHOLD = 128 * 1024
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity), for arenas and worker threads alike.
+    It lives here, not in the image stage, so the CLI can call it without loading libvips."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def bound_heap() -> bool:
