@@ -454,7 +454,9 @@ class Floor:
 
     @property
     def measured(self) -> str:
-        return "not measured" if self.value is None else f"{self.value:.3g}{self.unit}"
+        if self.value is None:
+            return "not measured"
+        return f"{self.value:{'.3g' if self.value < 100 else ',.0f'}}{self.unit}"
 
     @property
     def target(self) -> str:
