@@ -103,6 +103,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def default_registry() -> Path:
+    """The registry of exports whose source has no file to keep it beside (an eScriptorium database):
+    ``$XDG_DATA_HOME/pipeline/registry.sqlite``, by default ``~/.local/share/pipeline/registry.sqlite``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pipeline" / "registry.sqlite"
+
+
 def new_export_id() -> str:
     """A permanent id that sorts by time: ``YYYYmmddHHMMSS`` + 12 random hex digits."""
     return f"{datetime.now(UTC):%Y%m%d%H%M%S}{uuid.uuid4().hex[:12]}"
@@ -132,18 +139,8 @@ class Registry:
         return closing(db)
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._connect() as db:
-                return db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:  # locked, corrupt, read-only, deleted meanwhile
-            raise PipelineError(f"{self.path}: export registry: {exc}") from None
-
-    def _record(self, row: tuple[Any, ...]) -> ExportRecord:
-        """A row as a record; a row whose JSON columns were edited into nonsense names itself."""
-        try:
-            return ExportRecord.from_row(row)
-        except (ValueError, TypeError) as exc:
-            raise PipelineError(f"{self.path}: export {row[0]}: unreadable record ({exc})") from None
+        with self._connect() as db:
+            return db.execute(sql, params).fetchall()
 
     def start(
         self, export_id: str, *, document_id: int | None, document_name: str, format: str,
@@ -194,7 +191,7 @@ class Registry:
         """Exports newest first."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export ORDER BY started_at DESC, rowid DESC"
         rows = self._execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
-        return (self._record(r) for r in rows)
+        return (ExportRecord.from_row(r) for r in rows)
 
     def find(self, **where: Any) -> list[ExportRecord]:
         """Exports whose columns equal ``where`` (None matches NULL), newest first."""
@@ -204,7 +201,7 @@ class Registry:
         sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export"
         sql += " WHERE " + " AND ".join(clauses) if clauses else ""
         sql += " ORDER BY started_at DESC, rowid DESC"
-        return [self._record(r) for r in self._execute(sql, tuple(where.values()))]
+        return [ExportRecord.from_row(r) for r in self._execute(sql, tuple(where.values()))]
 
     def delete(self, export_ids: list[str]) -> None:
         """Forget exports (retention); their files are the caller's to remove."""
@@ -220,4 +217,4 @@ class Registry:
         if len(rows) != 1:
             what = "no export" if not rows else "more than one export"
             raise PipelineError(f"{self.path}: {what} with id {export_id!r}")
-        return self._record(rows[0])
+        return ExportRecord.from_row(rows[0])

@@ -1,4 +1,8 @@
-"""Shared fixtures. ``demo_corpus`` is built once per session; treat it as read-only."""
+"""Shared fixtures. ``demo_corpus`` is built once per session; treat it as read-only.
+
+PostgreSQL fixtures (a throwaway cluster, the demo in an eScriptorium database, ``demo_store`` for
+tests run against both stores) come from ``tests/pgcluster.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.demo import build_demo
+from tests.pgcluster import DEMO_OPTIONS, demo_store, pg_big, pg_cluster, pg_demo, pg_faulty  # noqa: F401
 
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo corpus (2 documents x 4 parts x 12 lines, 600x800 JPEG pages); returns its path."""
     path = tmp_path_factory.mktemp("demo") / "demo.sqlite"
-    build_demo(path, documents=2, parts=4, lines=12, image_size=(600, 800), image_format="jpeg", seed=0)
+    build_demo(path, **DEMO_OPTIONS)
     return path

@@ -1,0 +1,235 @@
+"""SQL over eScriptorium's tables in one text for every database, rendered through a ``Dialect``.
+
+Statements are written with ``{p.name}`` parameters and ``{p.ids}`` id lists; a dialect renders
+them (``?`` / ``= ANY(%s)``...). They follow the portability rules of the schema notes: named
+columns only, ``"order"`` quoted, NULL ordering explicit, no JSON operators (geometry is read
+as JSON text and parsed in Python). Part contents are read a page of parts per statement, rows
+sorted by part first, so a document costs (parts / page size) statements plus a constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database spells a named parameter and membership in a list of ids."""
+
+    name: str
+    #: ``{}`` is the parameter name
+    param: str
+    #: ``{column}`` and ``{param}`` (the rendered parameter holding the ids)
+    in_ids: str
+
+    def render(self, sql: str, **id_lists: int) -> str:
+        """``sql`` with its parameters rendered; ``id_lists`` gives the length of each id list."""
+        return sql.format(p=_Params(self, id_lists))
+
+
+class _Params:
+    def __init__(self, dialect: Dialect, id_lists: dict[str, int]) -> None:
+        self._dialect, self._lists = dialect, id_lists
+
+    def __getattr__(self, name: str) -> str:
+        d = self._dialect
+        if name in self._lists:
+            return d.in_ids.format(param=d.param.format(name), count=self._lists[name], name=name)
+        return d.param.format(name)
+
+
+#: psycopg: ``%(name)s``; a list of ids is one array parameter
+POSTGRES = Dialect("postgresql", "%({})s", "= ANY({param})")
+
+#: every table and column the readers use, to tell an eScriptorium database from another
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "core_project": ("id", "slug"),
+    "core_document": ("id", "name", "created_at", "updated_at", "workflow_state", "project_id"),
+    "core_documentpart": (
+        "id",
+        "document_id",
+        "order",
+        "name",
+        "image",
+        "original_filename",
+        "source",
+        "typology_id",
+        "created_at",
+        "updated_at",
+    ),
+    "core_documentparttype": ("id", "name"),
+    "core_block": ("id", "document_part_id", "order", "box", "typology_id", "external_id"),
+    "core_line": (
+        "id",
+        "document_part_id",
+        "block_id",
+        "order",
+        "baseline",
+        "mask",
+        "typology_id",
+        "external_id",
+    ),
+    "core_blocktype": ("id", "name"),
+    "core_linetype": ("id", "name"),
+    "core_document_valid_block_types": ("document_id", "blocktype_id"),
+    "core_document_valid_line_types": ("document_id", "linetype_id"),
+    "core_transcription": ("id", "document_id", "name", "archived"),
+    "core_linetranscription": ("line_id", "transcription_id", "content", "avg_confidence"),
+    "core_documenttag": ("id", "name", "project_id"),
+    "core_document_tags": ("document_id", "documenttag_id"),
+    "core_metadata": ("id", "name"),
+    "core_documentmetadata": ("id", "document_id", "key_id", "value"),
+    "core_documentpartmetadata": ("id", "part_id", "key_id", "value"),
+    "core_annotationtype": ("id", "name"),
+    "core_annotationtaxonomy": ("id", "document_id", "typology_id", "name", "abbreviation", "marker_type"),
+    "core_textannotation": (
+        "id",
+        "taxonomy_id",
+        "part_id",
+        "transcription_id",
+        "start_line_id",
+        "start_offset",
+        "end_line_id",
+        "end_offset",
+        "comments",
+    ),
+    "core_textannotationcomponentvalue": ("id", "annotation_id", "component_id", "value"),
+}
+
+
+def missing_schema(present: Sequence[tuple[str, str]]) -> str | None:
+    """What the first missing table or column is (``table core_x`` / ``column core_x.y``), if any."""
+    have: dict[str, set[str]] = {}
+    for table, column in present:
+        have.setdefault(table, set()).add(column)
+    for table, columns in REQUIRED.items():
+        if table not in have:
+            return f"table {table}"
+        for column in columns:
+            if column not in have[table]:
+                return f"column {table}.{column}"
+    return None
+
+
+# -- documents -----------------------------------------------------------------------------
+
+DOCUMENT = """
+    SELECT d.id, d.name, d.created_at, d.updated_at FROM core_document d WHERE d.id = {p.doc}
+"""
+DOCUMENT_BY_ID = "SELECT d.id FROM core_document d WHERE d.id = {p.ref}"
+DOCUMENTS_BY_NAME = "SELECT d.id FROM core_document d WHERE d.name = {p.ref} ORDER BY d.id"
+VALID_BLOCK_TYPES = """
+    SELECT bt.id, bt.name FROM core_blocktype bt
+    JOIN core_document_valid_block_types v ON v.blocktype_id = bt.id
+    WHERE v.document_id = {p.doc} ORDER BY bt.id
+"""
+VALID_LINE_TYPES = """
+    SELECT lt.id, lt.name FROM core_linetype lt
+    JOIN core_document_valid_line_types v ON v.linetype_id = lt.id
+    WHERE v.document_id = {p.doc} ORDER BY lt.id
+"""
+USED_BLOCK_TYPES = """
+    SELECT bt.id, bt.name FROM core_blocktype bt
+    WHERE EXISTS (SELECT 1 FROM core_document_valid_block_types v
+                  WHERE v.blocktype_id = bt.id AND v.document_id = {p.doc})
+       OR EXISTS (SELECT 1 FROM core_block b
+                  JOIN core_documentpart p ON p.id = b.document_part_id
+                  WHERE b.typology_id = bt.id AND p.document_id = {p.doc})
+    ORDER BY bt.id
+"""
+LAYERS = """
+    SELECT t.id, t.name, t.archived FROM core_transcription t WHERE t.document_id = {p.doc} ORDER BY t.id
+"""
+TAGS = """
+    SELECT t.name FROM core_documenttag t JOIN core_document_tags dt ON dt.documenttag_id = t.id
+    WHERE dt.document_id = {p.doc} ORDER BY t.name, t.id
+"""
+DOCUMENT_METADATA = """
+    SELECT m.name, dm.value FROM core_documentmetadata dm JOIN core_metadata m ON m.id = dm.key_id
+    WHERE dm.document_id = {p.doc} ORDER BY dm.id
+"""
+PART_COUNT = "SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = {p.doc}"
+#: what an incremental job compares: cheap aggregates, no part is read
+CHANGE_MARKER = """
+    SELECT d.updated_at,
+           (SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = d.id),
+           (SELECT MAX(p.updated_at) FROM core_documentpart p WHERE p.document_id = d.id),
+           (SELECT t.updated_at FROM core_transcription t WHERE t.id = {p.layer})
+    FROM core_document d WHERE d.id = {p.doc}
+"""
+
+# -- parts ---------------------------------------------------------------------------------
+
+PART_IDS_IN_ORDER = """
+    SELECT p.id FROM core_documentpart p WHERE p.document_id = {p.doc} ORDER BY p."order", p.id
+"""
+PART_ORDER_OF = """
+    SELECT p."order", p.id FROM core_documentpart p WHERE p.document_id = {p.doc} AND p.id {p.ids}
+"""
+_PART_COLUMNS = """
+    SELECT p.id, p.document_id, p."order", p.name, p.image, p.original_filename, p.source,
+           pt.name, p.created_at, p.updated_at
+    FROM core_documentpart p
+    LEFT JOIN core_documentparttype pt ON pt.id = p.typology_id
+"""
+PARTS_FIRST = (
+    _PART_COLUMNS
+    + """
+    WHERE p.document_id = {p.doc} ORDER BY p."order", p.id LIMIT {p.limit}
+"""
+)
+PARTS_AFTER = (
+    _PART_COLUMNS
+    + """
+    WHERE p.document_id = {p.doc} AND (p."order" > {p.order} OR (p."order" = {p.order} AND p.id > {p.id}))
+    ORDER BY p."order", p.id LIMIT {p.limit}
+"""
+)
+PARTS_OF = (
+    _PART_COLUMNS
+    + """
+    WHERE p.id {p.ids} ORDER BY p."order", p.id
+"""
+)
+BLOCK_TYPES = "SELECT bt.id, bt.name FROM core_blocktype bt"
+LINE_TYPES = "SELECT lt.id, lt.name FROM core_linetype lt"
+TAXONOMIES = """
+    SELECT x.id, x.name, at.name, x.abbreviation, x.marker_type
+    FROM core_annotationtaxonomy x
+    LEFT JOIN core_annotationtype at ON at.id = x.typology_id
+    WHERE x.document_id = {p.doc}
+"""
+#: blocks of a page of parts, each part's in reading order (mean line order, untyped last)
+BLOCKS = """
+    SELECT b.document_part_id, b.id, b."order", b.box, b.typology_id, b.external_id
+    FROM core_block b
+    LEFT JOIN core_line l ON l.block_id = b.id
+    WHERE b.document_part_id {p.parts}
+    GROUP BY b.id
+    ORDER BY b.document_part_id, AVG(l."order") IS NULL, AVG(l."order"), b."order", b.id
+"""
+LINES = """
+    SELECT l.document_part_id, l.id, l."order", l.baseline, l.mask, l.block_id, l.typology_id,
+           l.external_id, t.content, t.avg_confidence
+    FROM core_line l
+    LEFT JOIN core_linetranscription t ON t.line_id = l.id AND t.transcription_id = {p.layer}
+    WHERE l.document_part_id {p.parts}
+    ORDER BY l.document_part_id, l."order", l.id
+"""
+ANNOTATIONS = """
+    SELECT a.part_id, a.id, a.taxonomy_id, a.start_line_id, a.start_offset, a.end_line_id,
+           a.end_offset, a.comments, v.value
+    FROM core_textannotation a
+    JOIN core_line sl ON sl.id = a.start_line_id
+    LEFT JOIN core_textannotationcomponentvalue v ON v.annotation_id = a.id
+    WHERE a.part_id {p.parts} AND a.transcription_id = {p.layer}
+    ORDER BY a.part_id, sl."order", a.start_offset, a.id, v.component_id, v.id
+"""
+PART_METADATA = """
+    SELECT pm.part_id, m.name, pm.value
+    FROM core_documentpartmetadata pm
+    JOIN core_metadata m ON m.id = pm.key_id
+    WHERE pm.part_id {p.parts}
+    ORDER BY pm.part_id, pm.id
+"""
