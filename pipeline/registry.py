@@ -139,8 +139,18 @@ class Registry:
         return closing(db)
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._connect() as db:
-            return db.execute(sql, params).fetchall()
+        try:
+            with self._connect() as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:  # locked, corrupt, read-only, deleted meanwhile
+            raise PipelineError(f"{self.path}: export registry: {exc}") from None
+
+    def _record(self, row: tuple[Any, ...]) -> ExportRecord:
+        """A row as a record; a row whose JSON columns were edited into nonsense names itself."""
+        try:
+            return ExportRecord.from_row(row)
+        except (ValueError, TypeError) as exc:
+            raise PipelineError(f"{self.path}: export {row[0]}: unreadable record ({exc})") from None
 
     def start(
         self, export_id: str, *, document_id: int | None, document_name: str, format: str,
@@ -191,7 +201,7 @@ class Registry:
         """Exports newest first."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export ORDER BY started_at DESC, rowid DESC"
         rows = self._execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
-        return (ExportRecord.from_row(r) for r in rows)
+        return (self._record(r) for r in rows)
 
     def find(self, **where: Any) -> list[ExportRecord]:
         """Exports whose columns equal ``where`` (None matches NULL), newest first."""
@@ -201,7 +211,7 @@ class Registry:
         sql = f"SELECT {', '.join(COLUMNS)} FROM pipeline_export"
         sql += " WHERE " + " AND ".join(clauses) if clauses else ""
         sql += " ORDER BY started_at DESC, rowid DESC"
-        return [ExportRecord.from_row(r) for r in self._execute(sql, tuple(where.values()))]
+        return [self._record(r) for r in self._execute(sql, tuple(where.values()))]
 
     def delete(self, export_ids: list[str]) -> None:
         """Forget exports (retention); their files are the caller's to remove."""
@@ -217,4 +227,4 @@ class Registry:
         if len(rows) != 1:
             what = "no export" if not rows else "more than one export"
             raise PipelineError(f"{self.path}: {what} with id {export_id!r}")
-        return ExportRecord.from_row(rows[0])
+        return self._record(rows[0])
