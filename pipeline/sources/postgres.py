@@ -309,9 +309,9 @@ class PostgresSource:
             raise UsageError(f"no page {', '.join(map(str, beyond))} in {where}, which has {len(ids)} pages")
         return tuple(ids[p - 1] for p in sorted(wanted))
 
-    async def change_marker(self, document: Document, layer: str) -> str:
+    async def change_marker(self, document: Document, layer: str | None = None) -> str:
         """Cheap evidence of change: the document's and its parts' last edits, part count, layer edit."""
-        chosen = document.layer(layer)
+        chosen = document.layer(layer) if layer is not None else document.choose_layer()
         async with self._connect(f"reading document {document.id}") as conn, conn.transaction():
             rows = await self._all(
                 conn, sql.CHANGE_MARKER, {"doc": document.id, "layer": chosen.id if chosen else None}
@@ -323,14 +323,14 @@ class PostgresSource:
     async def parts(
         self,
         document: Document,
-        layer: str = "manual",
+        layer: str | None = None,
         part_ids: Sequence[int] | None = None,
         *,
         annotations: bool = True,
     ) -> AsyncIterator[Part]:
-        """The document's parts in order (all, or ``part_ids``), each complete in ``layer``, read a
-        page at a time in one REPEATABLE READ READ ONLY transaction."""
-        chosen = document.layer(layer)
+        """The document's parts in order (all, or ``part_ids``), each complete in ``layer`` (None:
+        ``Document.choose_layer``), read a page at a time in one REPEATABLE READ READ ONLY transaction."""
+        chosen = document.layer(layer) if layer is not None else document.choose_layer()
         if chosen is None:
             available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
             state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
