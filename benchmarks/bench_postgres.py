@@ -87,7 +87,7 @@ def measure(
         "cache": str(work / "sizes.sqlite"),
     }
     argv = [sys.executable, "-m", "benchmarks.bench_postgres", "--child", json.dumps(job), str(result)]
-    *_, rss = spawn(argv, work)
+    *_, rss = spawn([argv], work)
     return json.loads(result.read_text()), rss
 
 
