@@ -18,7 +18,7 @@ from contextlib import aclosing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
@@ -50,6 +50,19 @@ class Source(Protocol):
     def parts(
         self, document: Document, layer: str = ..., part_ids: Sequence[int] | None = ...
     ) -> AsyncGenerator[Part, None]: ...
+
+
+@runtime_checkable
+class Releasing(Protocol):
+    """A source that made something for a part (an image extracted from a zip) and wants to know
+    when the export is done with it."""
+
+    def release(self, part: Part) -> None: ...
+
+
+def _release(source: Source, part: Part) -> None:
+    if isinstance(source, Releasing):
+        source.release(part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +303,7 @@ async def _write_transcoded(
             pages.add(part, data)
             await anyio.to_thread.run_sync(pages.sink.flush)
             stage.release(job)
+            _release(source, part)
 
 
 async def _write_text(
@@ -441,8 +455,20 @@ def _with_images(
 
 def _read(source: Source, document: Document, options: ExportOptions) -> aclosing[AsyncGenerator[Part, None]]:
     """Parts straight from the source, for writers with nothing to run ahead: reading and
-    rendering both need the GIL, so a reader task ahead would only add a stream hop per part."""
-    return aclosing(source.parts(document, _layer(document, options), options.part_ids))
+    rendering both need the GIL, so a reader task ahead would only add a stream hop per part.
+
+    These writers are done with a part (its image is in the archive) when they ask for the next
+    one: each part is then released to the source."""
+    return aclosing(_released(source, source.parts(document, _layer(document, options), options.part_ids)))
+
+
+async def _released(source: Source, parts: AsyncGenerator[Part, None]) -> AsyncGenerator[Part, None]:
+    async with aclosing(parts):
+        async for part in parts:
+            try:
+                yield part
+            finally:
+                _release(source, part)
 
 
 def _layer(document: Document, options: ExportOptions) -> str:

@@ -211,6 +211,10 @@ class SafeZip:
     def size(self, name: str) -> int:
         return self._infos[name].file_size
 
+    def info(self, name: str) -> zipfile.ZipInfo:
+        """The member's directory entry (sizes, CRC-32): what it holds, without reading it."""
+        return self._infos[name]
+
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         """A stream of the member that refuses to yield more than its declared size."""

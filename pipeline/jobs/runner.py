@@ -37,7 +37,7 @@ from pipeline.export import (
 from pipeline.jobs.config import JobConfig
 from pipeline.jobs.progress import human_size, progress_for
 from pipeline.logcontext import where
-from pipeline.model import Document
+from pipeline.model import Document, Part
 from pipeline.naming import slug
 from pipeline.registry import ExportRecord, Registry
 from pipeline.select import RegionFilter
@@ -141,16 +141,24 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
 
 async def _scan(corpus: Corpus | XmlSource, document: Document, layer: str) -> Scan:
     """Digest of everything an export reads: the document, each part (geometry, texts, types...)
-    and each image file's size and mtime."""
+    and what identifies each image's bytes (never a temporary path or time, never the bytes)."""
     sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
     parts = lines = image_bytes = 0
     async for part in corpus.parts(document, layer):
         sha.update(repr(part).encode())
-        stat = _stat(part.image_path)
-        sha.update(f"|{stat and stat.st_size}|{stat and stat.st_mtime_ns}".encode())
+        stamp, size = _image_stamp(corpus, part) or ("", 0)
+        sha.update(f"|{stamp}".encode())
         parts, lines = parts + 1, lines + len(part.lines)
-        image_bytes += stat.st_size if stat else 0
+        image_bytes += size
     return Scan(sha.hexdigest(), parts, lines, image_bytes)
+
+
+def _image_stamp(corpus: Corpus | XmlSource, part: Part) -> tuple[str, int] | None:
+    """The source's stamp of the part's image (zip CRC/size) or the file's size and mtime."""
+    if isinstance(corpus, XmlSource):
+        return corpus.image_stamp(part)
+    stat = _stat(part.image_path)
+    return (f"{stat.st_size}|{stat.st_mtime_ns}", stat.st_size) if stat else None
 
 
 def _stat(path: str | None) -> os.stat_result | None:
@@ -186,13 +194,14 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
 
 
 @contextmanager
-def open_input(config: JobConfig) -> Iterator[Corpus | XmlSource]:
-    """The corpus (read-only) or the folder/zip the job reads."""
+def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Corpus | XmlSource]:
+    """The corpus (read-only) or the folder/zip the job reads; ``images=False`` (planning) extracts
+    no image from a zip."""
     if config.corpus is not None:
         with Corpus.open(config.corpus, readonly=True) as corpus:
             yield corpus
     else:
-        with XmlSource(config.input, images=any(o.images for o in config.outputs)) as source:
+        with XmlSource(config.input, images=images and any(o.images for o in config.outputs)) as source:
             yield source
 
 
@@ -202,7 +211,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
     Writes nothing: without a registry file yet, nothing can be up to date."""
     registry = Registry(config.registry_path) if config.registry_path.is_file() else None
     directory = config.archive.directory.resolve()
-    with open_input(config) as corpus:
+    with open_input(config, images=False) as corpus:
         documents = await _select(corpus, config)
         _check(config, documents, source)
         layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name

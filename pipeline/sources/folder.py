@@ -11,6 +11,7 @@ types for the ``Document``, then parts are parsed one at a time as the export pu
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -176,6 +177,41 @@ class Bundle:
         """Copy a member below ``dest_dir`` (never outside it) and return its path."""
         return self._store.extract(member, dest_dir)
 
+    def extract_temporary(self, member: str, dest_dir: Path) -> Path:
+        """Copy a member to a new file of its own in ``dest_dir`` (same suffix): concurrent readers
+        of the same member each get their copy, and nobody rewrites a file another is reading."""
+        fd, name = tempfile.mkstemp(suffix=PurePosixPath(member).suffix.lower(), dir=dest_dir)
+        try:
+            with open(fd, "wb") as dst, self._store.open(member) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)  # type: ignore[misc]
+        except BaseException:
+            os.unlink(name)
+            raise
+        return Path(name)
+
+    def stamp(self, member: str) -> tuple[str, int] | None:
+        """What identifies a member's bytes without reading them, and its size: CRC-32, size and
+        name in a zip's directory; size and modification time of a folder's file. None if there
+        is no such member."""
+        if member not in self._members:
+            return None
+        if self.is_zip:
+            info = self._store.info(member)  # type: ignore[union-attr]
+            return f"{member}|{info.CRC:08x}|{info.file_size}", info.file_size
+        try:
+            stat = (self.path / member).stat()
+        except OSError:
+            return None
+        return f"{member}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_size
+
+    def image_size(self, member: str) -> tuple[int, int]:
+        """An image member's width and height from its header, without extracting it."""
+        path = self._store.local_path(member)
+        if path is not None:
+            return header_size(path)
+        with self._store.open(member) as stream:
+            return stream_header_size(stream, f"{self.path}: {member}")
+
     def close(self) -> None:
         self._store.close()
 
@@ -199,6 +235,18 @@ def header_size(path: Path) -> tuple[int, int]:
         reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
     # raised outside the handler, so no traceback keeps libvips' objects (and their warnings) alive
     raise PipelineError(f"{path}: not a readable image ({reason})")
+
+
+def stream_header_size(stream: IO[bytes], what: str) -> tuple[int, int]:
+    """Image width and height from the start of a stream: libvips reads as far as the header."""
+    source = pyvips.SourceCustom()
+    source.on_read(stream.read)
+    try:
+        image = pyvips.Image.new_from_source(source, "", access="sequential")
+    except pyvips.Error as exc:
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+        raise PipelineError(f"{what}: not a readable image ({reason})") from None
+    return image.width, image.height
 
 
 # --- export source ---------------------------------------------------------------------------------
@@ -246,8 +294,12 @@ def to_part(
 class XmlSource:
     """Export straight from a folder or zip (``pipeline export --source``): satisfies ``Source``.
 
-    With ``images`` the page images of a zip are extracted, one part at a time, to a temporary
-    folder removed on close (a folder's images are used in place).
+    With ``images`` each part's image of a zip is extracted when the part is read, to a file of its
+    own (exports of the same source running at once never share one), and deleted as soon as the
+    export hands the part back (:meth:`release`): disk use stays at the parts in flight (an export
+    that fails leaves its few in-flight images to :meth:`close`). A folder's images are used in
+    place. Without ``images`` nothing is extracted; sizes missing from the XML come from the image
+    headers.
     """
 
     DOCUMENT_ID = 1
@@ -257,6 +309,7 @@ class XmlSource:
         self.layer = layer
         self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-source-") if images and self.bundle.is_zip \
             else None
+        self._extracted: set[str] = set()
         self._block_types = TypeTable()
         self._line_types = TypeTable()
 
@@ -307,17 +360,33 @@ class XmlSource:
             if wanted is None or page.order + 1 in wanted:
                 yield await anyio.to_thread.run_sync(self._part, page, document)
 
+    def release(self, part: Part) -> None:
+        """The export is done with the part (its image is in the archive): delete its extracted image."""
+        if part.image_path is not None:
+            self._delete(part.image_path)
+
+    def _delete(self, path: str) -> None:
+        if path in self._extracted:
+            self._extracted.discard(path)
+            Path(path).unlink(missing_ok=True)
+
+    def image_stamp(self, part: Part) -> tuple[str, int] | None:
+        """What identifies the part's image bytes (zip CRC/size, file size/mtime) and its size, read
+        from the zip's directory or the file system only: planning reads no image."""
+        return self.bundle.stamp(part.image)
+
     def _part(self, page: PageFile, document: Document) -> Part:
         data = self.bundle.read(page)
         member = self.bundle.image_of(page, data)
         path = None
+        size = (data.width, data.height)
         if member is not None:
+            if not data.width or not data.height:
+                size = self.bundle.image_size(member)
             path = self.bundle.local_path(member)
             if path is None and self._tmp is not None:
-                path = self.bundle.extract(member, Path(self._tmp.name))
-        size = (data.width, data.height)
-        if (not data.width or not data.height) and path is not None:
-            size = header_size(path)
+                path = self.bundle.extract_temporary(member, Path(self._tmp.name))
+                self._extracted.add(str(path))
         if not size[0] or not size[1]:
             raise XmlError(f"{self.bundle.describe(page)}: no page size and no image to read it from")
         return to_part(
@@ -326,4 +395,3 @@ class XmlSource:
             image_path=str(path) if path else None, size=size,
             block_types=self._block_types, line_types=self._line_types,
         )
-
