@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import io
 import os
@@ -35,6 +36,8 @@ EntryKind = Literal["xml", "image", "data"]
 COMPRESSION: dict[EntryKind, int] = {"xml": ZIP_DEFLATED, "data": ZIP_DEFLATED, "image": ZIP_STORED}
 DEFLATE_LEVEL = 6
 TEMP_PREFIX = ".pipeline-partial-"
+#: a temporary file's name until its writer holds its lock (then renamed to TEMP_PREFIX...)
+CREATING_PREFIX = ".pipeline-creating-"
 CHUNK = 1 << 20
 #: the output thread writes blocks of at least this size, at most WRITE_QUEUE of them waiting
 WRITE_BLOCK = 1 << 18
@@ -150,7 +153,7 @@ class Output:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._tmp = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
-            self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed by commit/abort
+            self._fh = _create_locked(self._tmp)
         self._pending = bytearray()
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(WRITE_QUEUE)
         self._spare: deque[_ReadBuffer] = deque()
@@ -250,11 +253,13 @@ class Output:
         assert self.final_path is not None
         try:
             os.fsync(self._fh.fileno())
-            self._fh.close()
-            if self.overwrite:
-                os.replace(self._tmp, self.final_path)
-            else:
-                self.final_path = _publish_unique(self._tmp, self.final_path)
+            try:  # published while still locked: nobody takes it for a dead writer's partial file
+                if self.overwrite:
+                    os.replace(self._tmp, self.final_path)
+                else:
+                    self.final_path = _publish_unique(self._tmp, self.final_path)
+            finally:
+                self._fh.close()
         except OSError as exc:
             raise self._failed(exc) from None
         self._tmp = None  # published: nothing for abort() to remove from now on
@@ -281,6 +286,47 @@ class Output:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def _create_locked(path: Path) -> BinaryIO:
+    """Create ``path`` for writing, holding an exclusive ``flock`` on it as long as it is open.
+
+    The lock tells :func:`remove_stale_partials` that the writer is alive (the kernel drops it
+    when the process dies). The file is created under another name and renamed once locked, so
+    it is never seen unlocked under its temporary name.
+    """
+    hidden = path.with_name(CREATING_PREFIX + path.name.removeprefix(TEMP_PREFIX))
+    handle = open(hidden, "xb")  # noqa: SIM115 - closed by Output.commit/abort
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(hidden, path)
+    except BaseException:
+        handle.close()
+        hidden.unlink(missing_ok=True)
+        raise
+    return handle
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Delete the temporary files in ``directory`` whose writer is gone (their lock can be taken);
+    those of live exports, in this process or another, are left alone. Returns what was deleted."""
+    removed = []
+    for path in directory.glob(f"{TEMP_PREFIX}*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # published or aborted meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its writer is alive
+            os.close(fd)
+            continue
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _publish_unique(tmp: Path, final: Path) -> Path:

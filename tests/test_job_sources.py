@@ -154,8 +154,7 @@ def test_a_job_deletes_only_partial_files_of_dead_processes(tmp_path: Path) -> N
     source = make_zip(tmp_path / "mss.zip", 60)
     out = tmp_path / "out"
     out.mkdir()
-    export = [*PIPELINE, "export", "--source", str(source), "--images",
-              "--image-format", "png", "-o", f"{out}/"]
+    export = [*PIPELINE, "export", "--source", str(source), "--images", "-o", f"{out}/"]
     killed = subprocess.Popen(export, stderr=subprocess.DEVNULL)
     stale = _wait_for_partial(out, killed)
     killed.send_signal(signal.SIGKILL)
@@ -176,7 +175,7 @@ def test_a_job_deletes_only_partial_files_of_dead_processes(tmp_path: Path) -> N
     finally:
         live.send_signal(signal.SIGCONT)
     assert live.wait(timeout=300) == 0, live.stderr.read() if live.stderr else b""
-    exported = [z for z in zips(out) if "_page_" not in z.name]
+    exported = [z for z in zips(out) if "_alto_" in z.name]
     assert len(exported) == 1 and verify_archive(exported[0]) == []
     assert list(out.glob(f"{TEMP_PREFIX}*")) == []
 

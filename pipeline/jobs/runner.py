@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from pipeline import __version__, formats
-from pipeline.archive import TEMP_PREFIX, Output
+from pipeline.archive import Output, remove_stale_partials
 from pipeline.errors import PipelineError, UsageError
 from pipeline.export import (
     Destination,
@@ -260,16 +260,16 @@ def describe_plan(plan: Plan) -> Iterator[str]:
 
 @contextmanager
 def job_lock(directory: Path) -> Iterator[None]:
-    """One job per archive folder at a time; then partial files of killed runs are safe to delete."""
+    """One job per archive folder at a time; then partial files of killed runs (of this job or of
+    an export into the same folder) are deleted; those being written by live processes are not."""
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / LOCK_NAME, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PipelineError(f"{directory}: another job is writing here") from None
-        for stale in directory.glob(f"{TEMP_PREFIX}*"):
-            log.info("removing %s, left by an interrupted run", stale.name)
-            stale.unlink(missing_ok=True)
+        for stale in remove_stale_partials(directory):
+            log.info("removed %s, left by an interrupted run", stale.name)
         yield
 
 
