@@ -103,12 +103,16 @@ class JobReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    #: old archives retention could not delete: ``{"path", "error"}``
+    prune_failed: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
-        """1 if an archive failed or an image was left out (``on_error = "skip"``), else 0."""
-        return 1 if self.failed or any(e.get("skipped_images") for e in self.exported) else 0
+        """1 if an archive failed, an image was left out (``on_error = "skip"``) or an old archive
+        could not be pruned, else 0."""
+        failed = self.failed or self.prune_failed
+        return 1 if failed or any(e.get("skipped_images") for e in self.exported) else 0
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -325,16 +329,17 @@ async def _run_task(
             report.failed.append(_entry(task, error=str(exc)))
             return 0
     report.exported.append(_entry(task, result, duration_s=round(time.monotonic() - started, 3)))
-    report.pruned += _prune(plan, task, result, registry)
+    _prune(plan, task, registry, report)
     return result.size
 
 
-def _prune(plan: Plan, task: Task, result: ExportResult, registry: Registry) -> list[str]:
+def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> None:
     """Retention: keep the newest ``archive.keep`` complete exports of this document/bulk and format
-    in this folder; delete the older ones from disk and registry."""
+    in this folder; delete the older ones from disk and registry. An archive that cannot be
+    deleted stays in the registry and is reported (the job then exits 1), the others go."""
     keep = plan.config.archive.keep
     if keep is None:
-        return []
+        return
     directory = plan.config.archive.directory.resolve()
     doc = task.documents[0] if plan.config.archive.mode == "document" else None
     records = [
@@ -344,12 +349,18 @@ def _prune(plan: Plan, task: Task, result: ExportResult, registry: Registry) -> 
         if r.path and Path(r.path).parent == directory
     ]
     kept = {r.path for r in records[:keep]}
-    old = records[keep:]
-    for record in old:
+    gone = []
+    for record in records[keep:]:
         if record.path not in kept:
-            Path(record.path).unlink(missing_ok=True)
-    registry.delete([r.id for r in old])
-    return [r.path for r in old if r.path and r.path not in kept]
+            try:
+                Path(record.path).unlink(missing_ok=True)
+            except OSError as exc:
+                log.error("%s: could not prune %s: %s", task.label, record.path, exc.strerror or exc)
+                report.prune_failed.append({"path": record.path, "error": str(exc.strerror or exc)})
+                continue
+            report.pruned.append(record.path)
+        gone.append(record.id)
+    registry.delete(gone)
 
 
 def write_report(report: JobReport, directory: Path) -> Path:
