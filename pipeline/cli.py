@@ -123,7 +123,11 @@ def _export_source(args: argparse.Namespace) -> Corpus | XmlSource:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .importer import DEFAULT_MAX_PIXELS, import_paths
+    from .safezip import refuse_special
     from .store import Corpus
+
+    for path in args.paths:  # before anything opens them (a FIFO would block) or the corpus exists
+        refuse_special(path)
 
     xml_paths = [path for path in args.paths if not _is_text_archive(path)]
     text_paths = [path for path in args.paths if _is_text_archive(path)]

@@ -13,6 +13,7 @@ the archive and the member; :mod:`pipeline.verify` reads through it too.
 from __future__ import annotations
 
 import shutil
+import stat
 import struct
 import zipfile
 import zlib
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from .errors import PipelineError
+from .errors import PipelineError, UsageError
 
 #: members larger than this (uncompressed) are refused
 MAX_MEMBER_SIZE = 4 << 30
@@ -81,7 +82,8 @@ def zip_errors(archive: Path, info: zipfile.ZipInfo | None = None) -> Iterator[N
 
 def open_zip(path: Path) -> zipfile.ZipFile:
     """``zipfile.ZipFile(path)``, or ZipReadError naming the archive (or the member whose name
-    is flagged UTF-8 but holds other bytes)."""
+    is flagged UTF-8 but holds other bytes); a device or FIFO is refused before it is opened."""
+    refuse_special(path, folder=False)
     try:
         return zipfile.ZipFile(path)
     except UnicodeDecodeError as exc:
@@ -112,6 +114,25 @@ def _has_zip64(extra: bytes) -> bool:
             return True
         pos += 4 + size
     return False
+
+
+def refuse_special(path: Path, *, folder: bool = True) -> None:
+    """UsageError unless ``path`` is a regular file (or, with ``folder``, a folder): reading a
+    device such as ``/dev/zero`` never ends and opening a FIFO waits for a writer. Checked on the
+    name (``stat``), before anything is opened."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file or folder") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
+    if stat.S_ISREG(mode) or (folder and stat.S_ISDIR(mode)):
+        return
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+    what = "a regular file or folder" if folder else "a regular file"
+    raise UsageError(f"{path}: not {what} ({kind}); refused")
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,6 +157,8 @@ class JobConfig(BaseModel):
     def _source_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.exists():
             raise ValueError(f"no such folder or zip: {value}")
+        if value is not None and not (value.is_dir() or value.is_file()):
+            raise ValueError(f"{value}: not a regular file or folder; refused")
         return value
 
     @model_validator(mode="after")

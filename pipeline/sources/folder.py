@@ -27,7 +27,7 @@ import pyvips
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.model import Document, Layer, Line, Part, Region, Typology
-from pipeline.safezip import Limits, SafeZip
+from pipeline.safezip import Limits, SafeZip, refuse_special
 from pipeline.sources.mets import read_mets
 from pipeline.sources.xml import PageData, XmlError, read_page, root_kind
 
@@ -96,8 +96,7 @@ class Bundle:
     """An export on disk (folder or zip): its pages in order, paired with their images."""
 
     def __init__(self, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
-        if not path.exists():
-            raise UsageError(f"{path}: no such file or folder")
+        refuse_special(path)
         self.path = path
         self.is_zip = not path.is_dir()
         self._store: _Folder | _Zip = _Zip(path, limits) if self.is_zip else _Folder(path)
