@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import queue
+import shutil
 import sys
 import threading
 import uuid
@@ -322,7 +323,10 @@ def remove_stale_partials(directory: Path) -> list[Path]:
             os.close(fd)
             continue
         try:
-            path.unlink(missing_ok=True)
+            if path.is_dir():  # a dataset folder (pipeline.folderout)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
         finally:
             os.close(fd)

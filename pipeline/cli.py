@@ -54,12 +54,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import Destination, ExportOptions, export_document
+    from .formats.lines import LineOptions
     from .images import ImageOptions
     from .registry import Registry
     from .store import Corpus
 
     image = ImageOptions(format=args.image_format, quality=args.image_quality, max_size=args.image_max_size,
                          keep_metadata=args.keep_metadata)
+    lines = LineOptions(
+        padding=args.line_padding, height=args.line_height, mask=args.line_mask, types=args.line_types,
+        min_confidence=args.min_confidence, min_length=args.min_length, normalize=args.normalize,
+        split=LineOptions.parse_split(args.split), split_by=args.split_by, seed=args.seed,
+        unzipped=args.unzipped,
+    )
 
     async def run() -> int:
         with _export_source(args) as source:
@@ -72,7 +79,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             options = ExportOptions(
                 format=args.format, layer=args.layer, regions=args.regions, part_ids=part_ids,
                 images=args.images, image=image, on_error=args.on_error,
-                unit=args.unit, offset_unit=args.offset_unit,
+                unit=args.unit, offset_unit=args.offset_unit, lines=lines,
             )
             registry = Registry(args.registry or args.corpus) if args.registry or args.corpus else None
             result = await export_document(source, document, options, Destination.parse(args.output),
@@ -84,6 +91,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         for entry in result.report:
             print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
                   file=sys.stderr)
+        if result.dataset is not None:
+            print(f"pipeline: {result.dataset.describe()}", file=sys.stderr)
         return 1 if result.report else 0
 
     return anyio.run(run)
@@ -115,7 +124,8 @@ def _export_source(args: argparse.Namespace) -> Corpus | XmlSource:
     if args.source is not None:
         if args.document is not None:
             raise UsageError("--document goes with --corpus; --source is one document already")
-        return XmlSource(args.source, layer=args.layer or "manual", images=args.images)
+        images = args.images or args.format == "lines"  # line crops are cut from the images
+        return XmlSource(args.source, layer=args.layer or "manual", images=images)
     if args.document is None:
         raise UsageError("--corpus needs --document (an id or exact name)")
     return Corpus.open(args.corpus)
@@ -230,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--source", type=Path, metavar="PATH",
                        help="convert a folder or zip of ALTO/PAGE (with or without METS) directly")
     p.add_argument("--document", help="document id or exact name (with --corpus)")
-    p.add_argument("--format", default="alto", choices=["alto", "page", "pagexml", "text", "exchange"])
+    p.add_argument("--format", default="alto",
+                   choices=["alto", "page", "pagexml", "text", "exchange", "lines"])
     p.add_argument("--unit", choices=["part", "document"], default="part",
                    help="exchange format: one text per part (default) or per document")
     p.add_argument("--offset-unit", choices=["codepoint", "utf16"], default="codepoint",
@@ -247,6 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-metadata", action="store_true", help="keep EXIF/XMP/IPTC in transcoded images")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="a bad image fails the export (default) or is skipped and reported (exit 1)")
+    g = p.add_argument_group("lines format (line images + texts for HTR training)")
+    g.add_argument("--line-padding", type=int, default=0, metavar="N", help="pixels around each line's box")
+    g.add_argument("--line-height", type=int, metavar="N",
+                   help="height of lines known by their baseline only "
+                   "(default: the page's median mask height)")
+    g.add_argument("--line-mask", choices=["none", "white", "transparent"], default="none",
+                   help="blank what lies outside the line's polygon (default: none)")
+    g.add_argument("--line-types", metavar="TYPE,...", help="line types to keep, names or ids, and undefined")
+    g.add_argument("--min-confidence", type=float, metavar="0-1",
+                   help="keep lines whose confidence is known and at least this")
+    g.add_argument("--min-length", type=int, default=1, metavar="N",
+                   help="keep texts of at least N characters")
+    g.add_argument("--normalize", choices=["NFC", "NFD"], help="Unicode normalisation of the texts")
+    g.add_argument("--split", metavar="TRAIN,VAL,TEST",
+                   help="ratios of train/validation/test, e.g. 0.8,0.1,0.1")
+    g.add_argument("--split-by", choices=["document", "page"], default="page",
+                   help="what goes whole into one split (default: page)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    g.add_argument("--unzipped", action="store_true", help="write a folder instead of a zip")
     p.add_argument("-o", "--output", help="file, directory (default: current) or - for stdout")
     p.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
     p.set_defaults(func=cmd_export)

@@ -25,7 +25,10 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from . import exchange, formats
 from .archive import Output, ZipSink, iter_chunks
-from .errors import PipelineError
+from .dataset import DatasetWriter
+from .errors import PipelineError, UsageError
+from .folderout import FolderOutput
+from .formats.lines import DatasetSummary, LineOptions, describe_options
 from .images import ImageError, ImageJob, ImageOptions, ImageStage, passthrough_image
 from .logcontext import where
 from .model import Document, Part
@@ -88,6 +91,8 @@ class ExportOptions:
     section_names: dict[str, str] | None = None
     #: exchange format: document metadata key whose values are the categories (None: the tags)
     categories: str | None = None
+    #: lines format: how line images and texts become a training dataset
+    lines: LineOptions = LineOptions()
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +124,8 @@ class ExportResult:
     sha256: str = ""
     parts: int = 0
     report: list[dict[str, Any]] = field(default_factory=list)
+    #: the lines format's counts (lines per split, lines skipped by reason)
+    dataset: DatasetSummary | None = None
 
 
 async def export_document(
@@ -140,13 +147,30 @@ async def export_document(
     options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
     export_id = new_export_id()
-    final = _final_path(destination, document, spec, export_id, now or datetime.now())
+    folder = dataclasses.replace(spec, ext="") if _unzipped(spec, options) else spec
+    final = _final_path(destination, document, folder, export_id, now or datetime.now())
     result = ExportResult(export_id, document, final)
     recording = _Recording(registry, result, document.id, document.name, spec, options, fingerprint)
-    with recording, single_errors(), Output(final, overwrite=destination.kind == "file") as out:
+    with recording, single_errors(), _output(final, destination, spec, options) as out:
         await _writer(spec)(source, document, options, spec, flt, out, result)
         await _commit(out, result)
     return result
+
+
+def _output(final: Path | None, destination: Destination, spec: formats.FormatSpec,
+            options: ExportOptions) -> Output | FolderOutput:
+    """A file (or stdout), or a folder for an unzipped dataset."""
+    if not _unzipped(spec, options):
+        return Output(final, overwrite=destination.kind == "file")
+    if final is None:
+        raise UsageError("an unzipped dataset is a folder: give -o a folder, not -")
+    return FolderOutput(final, overwrite=destination.kind == "file")
+
+
+def _unzipped(spec: formats.FormatSpec, options: ExportOptions) -> bool:
+    if options.lines.unzipped and spec.writer != "lines":
+        raise UsageError("--unzipped is for the lines format")
+    return options.lines.unzipped
 
 
 class _Recording:
@@ -185,7 +209,7 @@ class _Recording:
             self.registry.fail(result.id, message)
 
 
-async def _commit(out: Output, result: ExportResult) -> None:
+async def _commit(out: Output | FolderOutput, result: ExportResult) -> None:
     """Publish the output under its final name and note its size and checksum."""
     result.path = await anyio.to_thread.run_sync(out.commit)
     result.size, result.sha256 = out.size, out.sha256
@@ -200,7 +224,8 @@ def _final_path(
         assert destination.path is not None
         return destination.path
     assert destination.path is not None
-    return destination.path / output_name(document.id, document.name, spec.tag, spec.ext, now, export_id[-8:])
+    name = output_name(document.id, document.name, spec.tag, spec.ext, now, export_id[-8:])
+    return destination.path / name.removesuffix(".")  # a folder's name has no extension
 
 
 async def _produce(
@@ -327,7 +352,7 @@ async def _write_text(
             await anyio.to_thread.run_sync(sink.flush)
 
 
-def _spill_dir(out: Output) -> Path | None:
+def _spill_dir(out: Output | FolderOutput) -> Path | None:
     return out.final_path.parent if out.final_path else None
 
 
@@ -365,23 +390,69 @@ async def export_bulk(
     for doc in documents:  # each reads its own default layer when none is named; fail before writing
         doc.choose_layer(options.layer)
     export_id = new_export_id()
-    final = _final_path(destination, Document(0, name), dataclasses.replace(spec, ext="zip"), export_id,
-                        now or datetime.now())
+    bulk_spec = dataclasses.replace(spec, ext="" if _unzipped(spec, options) else "zip")
+    final = _final_path(destination, Document(0, name), bulk_spec, export_id, now or datetime.now())
     result = ExportResult(export_id, None, final)
     write = _writer(spec)
     with _Recording(registry, result, None, name, spec, options, fingerprint), \
-            Output(final, overwrite=destination.kind == "file") as out:
-        sink = ZipSink(out)
-        for document, flt in zip(documents, filters, strict=True):
-            try:
-                with single_errors():
-                    folder = document_folder(document)
-                    await write(source, document, options, spec, flt, out, result, sink, folder)
-            except Exception as exc:
-                raise DocumentFailed(document, exc) from exc
+            _output(final, destination, spec, options) as out:
+        sink = out if isinstance(out, FolderOutput) else ZipSink(out)
+        # a dataset of many documents is ONE dataset: splits at the root, documents across them
+        dataset = _dataset(sink, options, out) if spec.writer == "lines" else None
+        try:
+            for document, flt in zip(documents, filters, strict=True):
+                try:
+                    with single_errors():
+                        if dataset is not None:
+                            await _fill_dataset(dataset, source, document, options, flt, result)
+                        else:
+                            await write(source, document, options, spec, flt, out, result, sink,
+                                        document_folder(document))
+                except Exception as exc:
+                    raise DocumentFailed(document, exc) from exc
+            if dataset is not None:
+                await dataset.finish()
+        finally:
+            if dataset is not None:
+                dataset.close()
         await anyio.to_thread.run_sync(sink.close)
         await _commit(out, result)
     return result
+
+
+def _dataset(target: ZipSink | FolderOutput, options: ExportOptions, out: Output | FolderOutput,
+             prefix: str = "") -> DatasetWriter:
+    return DatasetWriter(target, image=options.image, lines=options.lines, on_error=options.on_error,
+                         options=describe_options(options), prefix=prefix, spill_dir=_spill_dir(out))
+
+
+async def _fill_dataset(
+    dataset: DatasetWriter, source: Source, document: Document, options: ExportOptions,
+    flt: RegionFilter, result: ExportResult,
+) -> None:
+    parts = source.parts(document, _layer(document, options), options.part_ids)
+    async with aclosing(parts):
+        result.parts += await dataset.write_document(parts, document, _layer(document, options), flt,
+                                                     result.report, lambda part: _release(source, part))
+    result.dataset = dataset.summary
+
+
+async def _write_lines(
+    source: Source, document: Document, options: ExportOptions, spec: formats.FormatSpec,
+    flt: RegionFilter, out: Output | FolderOutput, result: ExportResult,
+    sink: ZipSink | FolderOutput | None = None, prefix: str = "",
+) -> None:
+    """One document's line dataset, in a zip or folder of its own (bulk exports share one
+    dataset, see :func:`export_bulk`)."""
+    target = sink or (out if isinstance(out, FolderOutput) else ZipSink(out))
+    dataset = _dataset(target, options, out, prefix)
+    try:
+        await _fill_dataset(dataset, source, document, options, flt, result)
+        await dataset.finish()
+    finally:
+        dataset.close()
+    if sink is None:
+        await anyio.to_thread.run_sync(target.close)
 
 
 async def _write_exchange(
@@ -400,7 +471,7 @@ async def _write_exchange(
 
 
 #: dedicated writers named by ``FormatSpec.writer``
-WRITERS = {"exchange": _write_exchange}
+WRITERS = {"exchange": _write_exchange, "lines": _write_lines}
 
 
 def _writer(spec: formats.FormatSpec) -> Callable[..., Awaitable[None]]:

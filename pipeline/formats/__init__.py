@@ -44,6 +44,7 @@ _SPECS = (
     FormatSpec("page", "pagexml", "zip", render_part=page.render),
     FormatSpec("text", "text", "txt", render_document=text.render),
     FormatSpec("exchange", "exchange", "zip", writer="exchange"),
+    FormatSpec("lines", "lines", "zip", writer="lines"),
 )
 #: name or alias -> format; ``pagexml`` is upstream's name for PAGE
 FORMATS: dict[str, FormatSpec] = {spec.name: spec for spec in _SPECS} | {"pagexml": _SPECS[1]}

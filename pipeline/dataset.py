@@ -1,0 +1,152 @@
+"""The ``lines`` export: a training dataset of line images with their texts, in a zip or a folder.
+
+Pages go through the crop stage (:mod:`pipeline.linecrops`) a bounded number ahead; each crop is
+added to the output as soon as it is encoded, with its ``.gt.txt`` beside it and its row
+appended to its split's ``metadata.jsonl`` (spooled to a temporary file: the zip is written in
+order, and the metadata goes last). ``dataset.json`` closes the dataset. Only counters and
+the spools live as long as the dataset; one dataset may hold several documents (a bulk archive).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+import anyio
+
+from .archive import EntryKind, iter_chunks
+from .errors import PipelineError
+from .formats.lines import (
+    METADATA_NAME,
+    SPLITS,
+    SUMMARY_NAME,
+    TEXT_SUFFIX,
+    DatasetSummary,
+    LineOptions,
+    LineTypeFilter,
+    PagePlan,
+    folder_of,
+    metadata_line,
+    metadata_row,
+    plan_page,
+    split_of,
+)
+from .images import ImageOptions
+from .linecrops import CropFormat, CropStage
+from .logcontext import where
+from .model import Document, Part
+from .select import RegionFilter
+
+#: crops added between two writes of the output (each write is a worker-thread call)
+FLUSH_EVERY = 64
+#: bytes of a split's metadata kept in memory before spilling to a temporary file
+SPOOL_SIZE = 4 << 20
+
+
+class Entries(Protocol):
+    """Where entries go: a zip (:class:`~pipeline.archive.ZipSink`) or a folder
+    (:class:`~pipeline.folderout.FolderOutput`)."""
+
+    def add(self, name: str, data: Any, kind: EntryKind, when: Any = None) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class DatasetWriter:
+    """Writes one dataset into ``target`` under ``prefix``: call :meth:`write_document` for each
+    document, then :meth:`finish` once."""
+
+    def __init__(
+        self, target: Entries, *, image: ImageOptions, lines: LineOptions, on_error: Literal["fail", "skip"],
+        options: dict[str, Any], prefix: str = "", spill_dir: Path | None = None,
+    ) -> None:
+        self.target, self.image, self.lines, self.on_error = target, image, lines, on_error
+        self.prefix, self.spill_dir = prefix, spill_dir
+        self.format = CropFormat.from_options(image, lines.mask)
+        self.summary = DatasetSummary(options)
+        self._spools: dict[str | None, IO[bytes]] = {}
+        self._when: Any = None
+
+    async def write_document(
+        self, parts: AsyncIterator[Part], document: Document, layer: str, regions: RegionFilter,
+        report: list[dict[str, Any]], release: Callable[[Part], None] = lambda part: None,
+    ) -> int:
+        """The document's crops; returns the number of pages read. Images that cannot be read
+        fail the export, or with ``on_error="skip"`` are listed in ``report`` (the crops cut
+        before the error stay)."""
+        types = LineTypeFilter.parse(self.lines.types, document)
+        self.summary.layer = layer if self.summary.layer in (None, layer) else "(several)"
+        self._when = max((w for w in (self._when, document.updated_at) if w is not None), default=None)
+        pending: deque[tuple[PagePlan, str | None]] = deque()
+
+        async def planned() -> AsyncIterator[tuple[Part, list[Any]]]:
+            async for part in parts:
+                plan = plan_page(part, document, regions, types, self.lines)
+                pending.append((plan, split_of(self.lines, document, part)))
+                yield part, plan.crops
+
+        count = 0
+        async with CropStage(self.format, self.lines.mask, lookahead=self.image.lookahead) as stage:
+            async for page in stage.pages(planned()):
+                plan, split = pending.popleft()
+                part = page.part
+                where.set(f"document {document.name!r}, part {part.order + 1} ({part.image_filename})")
+                await self._write_page(page.crops, document, part, layer, split, plan)
+                stage.done(page)
+                if page.error is not None:
+                    if self.on_error != "skip":
+                        raise PipelineError(f"document {document.name!r}, {page.error}") from page.error
+                    report.append(page.error.report())
+                    self.summary.skipped_pages.append(page.error.report())
+                self.summary.add_page(document, split, plan)
+                await anyio.to_thread.run_sync(self.target.flush)
+                release(part)
+                count += 1
+        return count
+
+    async def _write_page(
+        self, crops: Any, document: Document, part: Part, layer: str, split: str | None, plan: PagePlan
+    ) -> None:
+        folder = self.prefix + folder_of(split)
+        spool = self._spool(split)
+        added = 0
+        async for crop, data in crops:
+            if data is None:  # the image is smaller than the page's stored size says
+                plan.skipped["outside the image"] += 1
+                continue
+            name = crop.stem + self.format.suffix
+            self.target.add(folder + name, data, "image", part.updated_at)
+            self.target.add(folder + crop.stem + TEXT_SUFFIX, crop.text.encode(), "image", part.updated_at)
+            spool.write(metadata_line(metadata_row(crop, name, document, part, layer, split)))
+            self.summary.add_line(split, crop.text)
+            added += 1
+            if added % FLUSH_EVERY == 0:
+                await anyio.to_thread.run_sync(self.target.flush)
+
+    def _spool(self, split: str | None) -> IO[bytes]:
+        if split not in self._spools:
+            self._spools[split] = tempfile.SpooledTemporaryFile(SPOOL_SIZE, dir=self.spill_dir)  # noqa: SIM115
+        return self._spools[split]
+
+    async def finish(self) -> None:
+        """Each split's ``metadata.jsonl`` (a split without lines has no folder: loaders refuse
+        an empty one), then ``dataset.json``."""
+        splits = [s for s in SPLITS if self.summary.lines[s]] if self.lines.split else [None]
+        try:
+            for split in splits:
+                spool = self._spool(split)
+                spool.seek(0)
+                self.target.add(self.prefix + folder_of(split) + METADATA_NAME, iter_chunks(spool), "data",
+                                self._when)
+            self.target.add(self.prefix + SUMMARY_NAME, self.summary.render(), "data", self._when)
+            await anyio.to_thread.run_sync(self.target.flush)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for spool in self._spools.values():
+            spool.close()
+        self._spools.clear()
