@@ -105,6 +105,7 @@ class DatasetWriter:
                 await anyio.to_thread.run_sync(self.target.flush)
                 release(part)
                 count += 1
+        where.set(f"document {document.name!r}")
         return count
 
     async def _write_page(

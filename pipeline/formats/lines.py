@@ -70,6 +70,8 @@ class LineOptions:
     unzipped: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.types, list | tuple):  # a job file's list: the CLI's comma form
+            object.__setattr__(self, "types", ",".join(self.types))
         if self.padding < 0:
             raise UsageError(f"line padding cannot be negative, not {self.padding}")
         if self.height is not None and self.height < 1:
@@ -303,7 +305,7 @@ def metadata_row(
         "document": document.name,
         "part_id": part.id,
         "page": part.order + 1,
-        "image": part.image_filename,
+        "page_image": part.image_filename,
         "line_id": line.id,
         "line_number": crop.number,
         "line_external_id": line.external_id,
@@ -373,5 +375,8 @@ class DatasetSummary:
 
 
 def describe_options(options: Any) -> dict[str, Any]:
-    """Options as recorded in ``dataset.json`` (dataclasses to dicts, tuples to lists)."""
-    return json.loads(json.dumps(asdict(options), default=str))
+    """Options as recorded in ``dataset.json`` (dataclasses to dicts, tuples to lists); whether it
+    was zipped is left out, so a zip and a folder of the same data hold the same bytes."""
+    described = json.loads(json.dumps(asdict(options), default=str))
+    described.get("lines", {}).pop("unzipped", None)
+    return described

@@ -43,6 +43,8 @@ JOB_WIDE: frozenset[str] = frozenset({"part_ids"})
 CONFIG_TYPES: dict[str, Any] = {
     "ExportOptions.format": Literal[tuple(formats.FORMATS)],  # type: ignore[misc]
     "ExportOptions.regions": str | list[str] | None,
+    "LineOptions.types": str | list[str] | None,
+    "LineOptions.split": Annotated[list[float], Field(min_length=3, max_length=3)] | None,
 }
 #: fields of archive name templates (``archive.name``)
 NAME_FIELDS = ("job", "document_id", "slug", "format", "date", "time", "fingerprint")
