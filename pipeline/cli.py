@@ -92,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
                   file=sys.stderr)
         if result.dataset is not None:
-            print(f"pipeline: {result.dataset.describe()}", file=sys.stderr)
+            log.info("%s", result.dataset.describe())
         return 1 if result.report else 0
 
     return anyio.run(run)

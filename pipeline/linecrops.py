@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import anyio
 import anyio.from_thread
@@ -31,8 +31,9 @@ from .images import FAIL_ON, FORMATS, ORIGINAL, ImageError, ImageOptions, _reaso
 from .memory import cores
 from .model import Part, Polygon
 
-#: bytes of decoded rows a page keeps at most (more only when one line is taller)
-WINDOW_BYTES = 16 << 20
+#: bytes of decoded rows a page keeps at most (more only when one line is taller); a window
+#: briefly exists three times (old, fetched, new), and larger ones made no crop faster
+WINDOW_BYTES = 4 << 20
 #: encoded crops of one page waiting for the writer
 CROP_QUEUE = 16
 #: zlib level of PNG crops: 1 encodes several times faster than libvips' default 6 for files
@@ -82,13 +83,22 @@ def cut_page(
     (blocking: run it in a worker thread). Raises :class:`ImageError` for a bad image."""
     if not crops:
         return
-    image = _open(part)
+    image, handle = _open(part)
+    with handle:
+        _cut(part, image, crops, fmt, mask, emit, window_bytes)
+
+
+def _cut(
+    part: Part, image: pyvips.Image, crops: Sequence[LineCrop], fmt: CropFormat, mask: MaskMode, emit: Emit,
+    window_bytes: int,
+) -> None:
     width, height = image.width, image.height
     bands, vformat = image.bands, image.format
     stride = width * bands * _SAMPLE_BYTES[vformat]
     icc = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
     region = pyvips.Region.new(image)
-    window, top, bottom = b"", 0, 0  # decoded rows [top, bottom)
+    window: Any = b""  # decoded rows [top, bottom)
+    top = bottom = 0
     for crop in sorted(crops, key=lambda c: (c.box[1], c.box[3], c.number)):
         box = _clip(crop.box, width, height)
         if box is None:
@@ -96,13 +106,17 @@ def cut_page(
             continue
         x0, y0, x1, y1 = box
         if y1 > bottom:
-            keep = min(max(y0, top), bottom)  # rows above this crop's top are never needed again
-            want = min(height, max(y1, keep + max(1, window_bytes // stride)))
+            keep = max(y0, top)  # rows above this crop's top are never needed again
+            start = max(keep, bottom)  # rows between the window and this crop are decoded, not kept
+            want = min(height, max(y1, start + max(1, window_bytes // stride)))
             try:
-                fetched = region.fetch(0, bottom, width, want - bottom)
+                fetched = region.fetch(0, start, width, want - start)
             except pyvips.Error as exc:
                 raise ImageError(part, _reason(exc)) from None
-            window = window[(keep - top) * stride:] + bytes(fetched)
+            if keep < bottom:  # one copy: the rows kept and the rows fetched (the old window goes)
+                window = b"".join((memoryview(window)[(keep - top) * stride:], fetched))
+            else:
+                window = fetched
             top, bottom = keep, want
         page = pyvips.Image.new_from_memory(window, width, bottom - top, bands, vformat)
         cut = page.crop(x0, y0 - top, x1 - x0, y1 - y0)
@@ -119,17 +133,32 @@ _SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int
                  "double": 8, "complex": 8, "dpcomplex": 16}
 
 
-def _open(part: Part) -> pyvips.Image:
+def _open(part: Part) -> tuple[pyvips.Image, BinaryIO]:
     source = Path(part.image_path) if part.image_path else None
     if source is None:
         raise ImageError(part, "the part has no image file")
     if not source.is_file():
         raise ImageError(part, "image file not found")
     try:
-        return pyvips.Image.new_from_file(str(source), access="sequential", fail_on=FAIL_ON)
+        handle = open(source, "rb", buffering=0)  # noqa: SIM115 - closed by cut_page
+    except OSError as exc:
+        raise ImageError(part, f"cannot read the image file ({exc.strerror})") from None
+    try:
+        return pyvips.Image.new_from_source(_reader(handle), "", access="sequential", fail_on=FAIL_ON), handle
     except pyvips.Error as exc:
         reason = _reason(exc)
+    handle.close()
     raise ImageError(part, reason)
+
+
+def _reader(handle: BinaryIO) -> pyvips.SourceCustom:
+    """A libvips source reading ``handle`` with read(2): given a path, libvips maps the whole
+    file, whose pages then count in the process's memory (+54 MB for a 600-megapixel JPEG); this
+    costs one call into Python per 4 KB read, a few ms per megabyte."""
+    source = pyvips.SourceCustom()
+    source.on_read(handle.read)
+    source.on_seek(handle.seek)
+    return source
 
 
 def _clip(box: Box, width: int, height: int) -> Box | None:
