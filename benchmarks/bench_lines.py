@@ -180,7 +180,8 @@ def run(args: argparse.Namespace, work: Path, size: tuple[int, int], giant: tupl
     print(f"memory: one {giant[0]}x{giant[1]} JPEG page, {args.giant_lines} lines: {wall:.1f} s wall, "
           f"{cpu:.1f} s cpu, peak RSS {rss:.0f} MB")
     ok_speed, ok_rss = speed >= SPEED_FLOOR, rss <= RSS_FLOOR_MB
-    print(f"floor: lines/s vs Pillow loop (zip)  {speed:.2f}x  >= {SPEED_FLOOR}x  {'yes' if ok_speed else 'MISSED'}")
+    print(f"floor: lines/s vs Pillow loop (zip)  {speed:.2f}x  >= {SPEED_FLOOR}x  "
+          f"{'yes' if ok_speed else 'MISSED'}")
     print(f"floor: giant page peak RSS         {rss:.0f} MB  <= {RSS_FLOOR_MB:.0f} MB  "
           f"{'yes' if ok_rss else 'MISSED'}")
     return 0 if args.quick or (ok_speed and ok_rss) else 1
