@@ -189,11 +189,11 @@ def cmd_exports_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_archive
+    from .verify import verify_path
 
     failed = 0
     for archive in args.archives:
-        problems = verify_archive(Path(archive))
+        problems = verify_path(Path(archive))
         for problem in problems:
             print(f"{archive}: {problem}")
         failed += bool(problems)
@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
     q.set_defaults(func=cmd_exports_show)
 
-    p = sub.add_parser("verify", help="check archives: CRCs, XML schemas, METS references")
+    p = sub.add_parser("verify", help="check archives (CRCs, XML schemas, METS references) and text exports")
     p.add_argument("archives", nargs="+")
     p.set_defaults(func=cmd_verify)
     return parser
