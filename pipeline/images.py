@@ -201,6 +201,10 @@ def _scale_line(line: Line, sx: float, sy: float) -> Line:
 # --- bytes between the encoder and the zip -------------------------------------------------
 
 
+#: bytes written past a spool's end to learn whether a failed write was the disk's fault
+PROBE = 1 << 16
+
+
 class SpoolClosed(Exception):
     """The reader went away: the encoder stops."""
 
@@ -247,6 +251,22 @@ class Spool:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def write_failure(self) -> str | None:
+        """Writer side, after a failed write: why the file cannot grow (a full disk, a quota, a
+        file-size limit, an I/O error), found by writing :data:`PROBE` more bytes past its end
+        (the file is dropped anyway); None when it can."""
+        with self._lock:
+            if self._file is None or self._file.closed:
+                return None
+            fd = self._file.fileno()
+            try:
+                end, written = os.fstat(fd).st_size, 0
+                while written < PROBE and (n := os.pwrite(fd, bytes(PROBE - written), end + written)):
+                    written += n
+            except OSError as exc:
+                return exc.strerror or str(exc)
+        return None
 
     @property
     def where(self) -> str:
@@ -331,10 +351,12 @@ class ImageJob:
         if error is not None:  # raised here, where no frame holds the image (see _encode)
             raise error
 
-    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | None:
+    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | SpoolClosed | None:
         """Write the image into the spool; the error to raise when it fails. Returns rather than
         raises, so that no traceback keeps the image alive: libvips gives its warnings about
-        a read when the image is freed, and after exit they would go straight to stderr."""
+        a read when the image is freed, and after exit they would go straight to stderr. Nor the
+        target: it holds a duplicate of the spool's descriptor, so the file would stay open (and
+        its disk space taken) until the garbage collector ran."""
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -348,8 +370,10 @@ class ImageJob:
             return None
         except pyvips.Error as exc:
             if self._spool.closed:  # killed by close()
-                raise SpoolClosed from None
-            if (reason := _write_failure(exc)) is not None:  # our spool, not the page, is at fault
+                return SpoolClosed()
+            # our spool, not the page, is at fault: libvips says so, or the spool takes no more bytes
+            # (libvips' error text is one buffer for all threads: a concurrent failure may take it)
+            if (reason := _write_failure(exc) or self._spool.write_failure()) is not None:
                 return OutputError(f"cannot write {self._spool.where}: {reason}")
             return ImageError(self.part, _reason(exc))
         finally:
