@@ -161,7 +161,10 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        busy = subprocess.run(["umount", str(mount)], capture_output=True, text=True, check=False)
+        if busy.returncode != 0:  # a file left open: detach the mount anyway, then fail
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
+            pytest.fail(f"files left open on the full file system: {busy.stderr.strip()}")
 
 
 def test_full_tmpfs_fails_a_transcoding_export_with_skip_as_an_output_error(
