@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import sqlite3
 import tracemalloc
 from collections.abc import Callable, Coroutine
@@ -318,17 +317,11 @@ def test_memory_stays_flat_over_thousands_of_parts(big_corpus: Path) -> None:
             await _peak(corpus, document, 70)  # warm caches: statements, imports, thread pool
             return await _peak(corpus, document, 100), await _peak(corpus, document, 2000)
 
-    # Objects left by earlier tests make full collections rarer (they run when a quarter of the
-    # long-lived objects are new), so garbage cycles would pile up longer the more tests ran first:
-    # frozen, those objects no longer count and the measure depends on this test alone.
-    gc.collect()
-    gc.freeze()
     tracemalloc.start()
     try:
         small, large = run(main)
     finally:
         tracemalloc.stop()
-        gc.unfreeze()
     assert large <= max(small * 1.5, small + 2 * 1024 * 1024), (small, large)
 
 

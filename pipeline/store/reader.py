@@ -9,6 +9,7 @@ statements whatever its size: blocks, lines, annotations, metadata.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -325,7 +326,9 @@ class PartReader:
         (pid, doc_id, order, name, image, original, source, ptype, created, updated, width, height) = row
         query = self._query
         params = {"part": pid, "layer": query.layer.id}
-        image_path = self._media_root / image if image else None
+        # a string join: pathlib would intern every file name, growing the interned-strings table
+        # with the number of parts read
+        image_path = os.path.join(self._media_root, image) if image else None
         if width is None or height is None:
             width, height = self._image_size(pid, image_path)
         return Part(
@@ -341,7 +344,7 @@ class PartReader:
             typology=ptype,
             created_at=timestamp(created),
             updated_at=timestamp(updated),
-            image_path=str(image_path) if image_path else None,
+            image_path=image_path,
             regions=self._regions(params),
             lines=self._lines(params),
             annotations=self._annotations(params) if query.annotations else (),
@@ -349,7 +352,7 @@ class PartReader:
         )
 
     @staticmethod
-    def _image_size(part_id: int, path: Path | None) -> tuple[int, int]:
+    def _image_size(part_id: int, path: str | None) -> tuple[int, int]:
         """Size from the image header only (libvips opens lazily and decodes no pixels)."""
         if path is None:
             raise CorpusError(f"part {part_id} has no image and no stored size")
