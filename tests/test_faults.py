@@ -425,3 +425,29 @@ def test_lying_jpeg_header_is_one_line_without_vips_warnings(tmp_path: Path) -> 
         line = one_error(done.stderr, f"{folder / JPG}", "part 1")
         assert "VIPS" not in done.stderr and "unable to write to target" not in line, done.stderr
         assert not (tmp_path / "out.zip").exists()
+
+
+# --- found by tests/test_fuzz.py ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ['name = "night\\u0000ly"', 'name = "../../escaped"',
+                                     '[archive]\nname = "{document_id}\\u0000.zip"'])
+def test_job_names_that_are_no_file_names_are_config_errors(
+    setting: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A NUL in the job or archive name reached open() as 'embedded null byte' with a traceback;
+    a job name with a slash, used as {job} in archive names, put archives outside the folder."""
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", CREMMA, "--corpus", corpus, "--layer", "manual") == 0
+    text = (Path(__file__).resolve().parent.parent / "configs/nightly.toml").read_text()
+    if setting.startswith("[archive]"):
+        text = text.replace('name = "{job}_{format}_{date}_{fingerprint}"', setting.split("\n")[1])
+    else:
+        text = text.replace('name = "nightly"', setting)
+    config = tmp_path / "job.toml"
+    config.write_text(text)
+    capfd.readouterr()
+    out = tmp_path / "out"
+    assert run("run", config, "--set", f"corpus={corpus}", "--set", f"archive.directory={out}") == 2
+    one_error(capfd.readouterr().err, str(config), "name")
+    assert not list(tmp_path.rglob("*.zip"))

@@ -104,6 +104,15 @@ class Selection(BaseModel):
     changed_only: bool = False
 
 
+def _file_name(value: str) -> str:
+    """A name that goes into file names: no folder separator, no NUL (open() refuses it)."""
+    if "/" in value or "\\" in value:
+        raise ValueError("a file name, not a path (put folders in archive.directory)")
+    if "\x00" in value:
+        raise ValueError("a file name cannot hold a NUL character")
+    return value
+
+
 class ArchiveConfig(BaseModel):
     """``[archive]``: where archives go, how they are named, per document or bulk, retention."""
 
@@ -121,9 +130,7 @@ class ArchiveConfig(BaseModel):
         used = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
         if unknown := used - set(NAME_FIELDS):
             raise ValueError(f"unknown field(s) {sorted(unknown)}; accepted: {', '.join(NAME_FIELDS)}")
-        if "/" in value or "\\" in value:
-            raise ValueError("a file name, not a path (put folders in archive.directory)")
-        return value
+        return _file_name(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ArchiveConfig:
@@ -144,6 +151,11 @@ class JobConfig(BaseModel):
     select: Selection = Selection()
     outputs: Annotated[list[OutputConfig], Field(min_length=1)]
     archive: ArchiveConfig
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        return _file_name(value)  # it names the report and fills {job} in archive names
 
     @field_validator("corpus")
     @classmethod
