@@ -12,6 +12,7 @@ the archive and the member; :mod:`pipeline.verify` reads through it too.
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import struct
@@ -47,8 +48,9 @@ class ZipReadError(PipelineError):
         super().__init__(f"{archive}: {where}{reason}")
 
 
-#: what zipfile and zlib raise on bad input (RuntimeError: encrypted; NotImplementedError: method)
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError,
+#: what zipfile and its decompressors raise on bad input (RuntimeError: encrypted;
+#: NotImplementedError: method; OSError/ValueError: bzip2)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError,
                UnicodeDecodeError, OSError, struct.error, ValueError)
 #: a 32-bit size or offset field holding this means "see the zip64 record"
 _ZIP64_MARK = 0xFFFFFFFF
@@ -60,7 +62,7 @@ def _reason(exc: BaseException, info: zipfile.ZipInfo | None) -> str:
     if isinstance(exc, NotImplementedError):
         method = f" {info.compress_type}" if info is not None else ""
         return f"compression method{method} not supported"
-    if isinstance(exc, zlib.error):
+    if isinstance(exc, zlib.error | lzma.LZMAError):
         return f"corrupt compressed data ({exc})"
     if isinstance(exc, EOFError):
         return "truncated: the archive ends inside this member"

@@ -105,6 +105,17 @@ def sizes_without_zip64(path: Path) -> str:
     return XML
 
 
+def corrupt_lzma(path: Path) -> str:
+    """Found by fuzzing: a member whose method says LZMA over data that is not (lzma.LZMAError)."""
+    data = _zip(path)
+    _put(data, _central(data, 0) + 10, "<H", 14)
+    _put(data, _local(data, 0) + 8, "<H", 14)
+    start = _local(data, 0) + 30 + len(XML)
+    data[start:start + 9] = b"\x09\x14\x05\x00" + b"\xff" * 5  # LZMA header, impossible properties
+    path.write_bytes(data)
+    return XML
+
+
 def end_record_past_the_file(path: Path) -> str:
     data = _zip(path)
     _put(data, data.rfind(b"PK\x05\x06") + 16, "<I", 0x7FFFFFF0)
@@ -114,7 +125,8 @@ def end_record_past_the_file(path: Path) -> str:
 
 ZIP_DEFECTS: dict[str, Callable[[Path], str]] = {
     f.__name__: f for f in (bad_utf8_name, encrypted, unsupported_method, corrupt_deflate,
-                            damaged_central_directory, sizes_without_zip64, end_record_past_the_file)
+                            damaged_central_directory, sizes_without_zip64, end_record_past_the_file,
+                            corrupt_lzma)
 }
 #: what the message must say of each defect
 ZIP_REASONS = {
@@ -122,6 +134,7 @@ ZIP_REASONS = {
     "unsupported_method": "compression method 99",
     "corrupt_deflate": "corrupt", "damaged_central_directory": "central directory",
     "sizes_without_zip64": "zip64", "end_record_past_the_file": "past the end",
+    "corrupt_lzma": "corrupt compressed data",
 }
 
 
