@@ -349,7 +349,10 @@ class ImageJob:
     def _transcode(self) -> None:
         error = self._encode(open_image(self.part, self.plan))
         if error is not None:  # raised here, where no frame holds the image (see _encode)
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no cycle (error -> traceback -> this frame -> error) for gc to find
 
     def _encode(self, image: pyvips.Image) -> ImageError | OutputError | SpoolClosed | None:
         """Write the image into the spool; the error to raise when it fails. Returns rather than
