@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from .errors import PipelineError, UsageError
+from .errors import PipelineError, SourceError, UsageError
 
 #: members larger than this (uncompressed) are refused
 MAX_MEMBER_SIZE = 4 << 30
@@ -34,11 +34,11 @@ MAX_RATIO = 200
 RATIO_FLOOR = 1 << 20
 
 
-class UnsafeArchiveError(PipelineError):
+class UnsafeArchiveError(SourceError):
     """A member name or size that would escape the destination or exhaust memory or disk."""
 
 
-class ZipReadError(PipelineError):
+class ZipReadError(SourceError):
     """An archive or a member that cannot be read: damaged, encrypted or compressed in a way
     :mod:`zipfile` does not know. ``member`` is None when the archive as a whole is unreadable."""
 

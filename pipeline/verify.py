@@ -19,10 +19,10 @@ from pathlib import Path, PurePosixPath
 from lxml import etree
 
 from . import validate
-from .naming import METS_NAME
+from .ns import METS_NAME, XLINK
 from .safezip import UnsafeArchiveError, ZipReadError, check_layout, open_member, open_zip
 
-_NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
+_NS = {"m": validate.METS_NS, "xlink": XLINK}
 _HREF = f"{{{_NS['xlink']}}}href"
 
 #: what image files start with, per extension (lower case), and the format's name

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import TEMP_PREFIX
 from pipeline.cli import main
 from pipeline.demo import build_demo
+from pipeline.sinks import TEMP_PREFIX
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.images import ImageOptions
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.model import Part
@@ -49,7 +49,7 @@ async def _export(
 ) -> None:
     document = await src.document(doc)
     await export_document(
-        src, document, options, Destination("file", out), registry=Registry(registry) if registry else None
+        src, document, options, out, registry=Registry(registry) if registry else None
     )
 
 
@@ -385,6 +385,24 @@ def test_connection_lost_mid_export(pg_big: Store, pg_cluster: PgCluster, tmp_pa
     assert statuses(registry) == ["failed"]
     with psycopg.connect(pg_big.corpus) as conn:  # the server is up again for what follows
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cli_exports_from_the_database_by_url(
+    demo_corpus: Path, pg_demo: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--corpus postgresql://... --media-root DIR`` opens the database through the sources seam:
+    the archive is the one the SQLite corpus gives, recorded in the registry named, never in the
+    database; the URL's password appears nowhere in the output."""
+    from pipeline.cli import main
+
+    registry = tmp_path / "registry.sqlite"
+    assert main(["export", *pg_demo.args, "--document", "1", "--images", "--registry", str(registry),
+                 "-o", str(tmp_path / "pg.zip")]) == 0
+    assert main(["export", "--corpus", str(demo_corpus), "--document", "1", "--images",
+                 "--registry", str(tmp_path / "other.sqlite"), "-o", str(tmp_path / "sqlite.zip")]) == 0
+    assert (tmp_path / "pg.zip").read_bytes() == (tmp_path / "sqlite.zip").read_bytes()
+    assert statuses(registry) == ["complete"]
+    assert READER_PASSWORD not in capsys.readouterr().out
 
 
 def test_session_is_read_only_repeatable_read_without_jit(pg_demo: Store) -> None:

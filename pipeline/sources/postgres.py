@@ -149,6 +149,10 @@ class PostgresSource:
     def display(self) -> str:
         return redact(self.url)
 
+    def default_registry(self) -> Path:
+        """Our SQLite file, never the database: exports and the image size cache live there."""
+        return self.registry
+
     def __str__(self) -> str:
         return self.display()
 

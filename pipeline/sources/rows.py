@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.errors import CorpusError
 from pipeline.model import Document, Layer, Line, Part, Polygon, Region, Taxonomy, TextAnnotation, Typology
 from pipeline.sources import sql
-from pipeline.store.reader import polygons
+from pipeline.store.dialect import parse_polygons as polygons
 
 Row = tuple[Any, ...]
 #: a size, or why there is none
