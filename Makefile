@@ -1,4 +1,4 @@
-# Two set-up commands: `make demo` (build a demo corpus and export it) and `make test`.
+# Two set-up commands: `make demo` (build a demo corpus and export it) and `make test` (ruff, then pytest).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,10 +21,12 @@ demo: install
 	$(BIN)/pipeline demo $(DEMO)/corpus.sqlite --documents 2 --parts 5
 	rm -rf $(DEMO)/exports
 	$(BIN)/pipeline run configs/demo.toml --set corpus=$(DEMO)/corpus.sqlite --set archive.directory=$(DEMO)/exports
-	$(BIN)/pipeline verify $(DEMO)/exports/*.zip
+	$(BIN)/pipeline verify $(DEMO)/exports/*.zip $(DEMO)/exports/*.txt
 	@echo "Demo exports are in $(abspath $(DEMO)/exports)"
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -24,7 +24,7 @@ import anyio
 from lxml import etree
 
 from pipeline.demo import build_demo
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.formats.xmlutil import alto_points, num
 from pipeline.model import Part
 from pipeline.select import RegionFilter, layout
@@ -83,7 +83,7 @@ def pipeline_export(corpus_path: Path, out: Path) -> int:
         with Corpus.open(corpus_path) as corpus:
             document = await corpus.document(1)
             result = await export_document(corpus, document, ExportOptions(format="alto"),
-                                           Destination("file", out))
+                                           out)
             return result.size
 
     return anyio.run(run)

@@ -27,7 +27,7 @@ import anyio
 import pyvips
 
 from pipeline.demo import build_demo
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.images import FAIL_ON, ImageOptions, configure_vips
 from pipeline.model import Document, Layer, Line, Part, Region
 
@@ -89,7 +89,7 @@ DOCUMENT = Document(id=1, name="bench", layers=(Layer(1, "manual"),))
 
 def export_folder(images: Sequence[Path], out: Path, image: ImageOptions) -> None:
     options = ExportOptions(format="alto", images=True, image=image)
-    anyio.run(export_document, FolderSource(images), DOCUMENT, options, Destination("file", out))
+    anyio.run(export_document, FolderSource(images), DOCUMENT, options, out)
 
 
 def sequential_loop(images: Sequence[Path], out_dir: Path, image: ImageOptions) -> None:

@@ -32,7 +32,8 @@ import pyvips
 
 from benchmarks.compare import ROOT, spawn
 from pipeline.demo import build_demo
-from pipeline.formats.lines import LineOptions, LineTypeFilter, plan_page
+from pipeline.formats.lines import LineTypeFilter, plan_page
+from pipeline.options import LineOptions
 from pipeline.select import RegionFilter
 from pipeline.store import Corpus
 

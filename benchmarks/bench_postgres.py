@@ -33,7 +33,7 @@ import anyio
 
 from benchmarks.compare import spawn
 from pipeline.demo import build_demo
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.logcontext import configure_logging
 from pipeline.memory import bound_heap
@@ -58,11 +58,11 @@ def child(spec: str, result: Path) -> None:
                 job["corpus"], media_root=job["media_root"], sizes=ImageSizeCache(job["cache"])
             ) as source:
                 document = await source.document(1)
-                await export_document(source, document, options, Destination("file", out))
+                await export_document(source, document, options, out)
         else:
             with Corpus.open(job["corpus"], readonly=True) as corpus:
                 document = await corpus.document(1)
-                await export_document(corpus, document, options, Destination("file", out))
+                await export_document(corpus, document, options, out)
 
     times = []
     for _ in range(job["repeat"]):

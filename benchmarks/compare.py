@@ -62,7 +62,7 @@ from benchmarks.baselines import naive
 from benchmarks.bench_export import load_parts, lxml_alone
 from benchmarks.bench_images import make_tiff, sequential_loop
 from pipeline.demo import build_demo
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.images import FAIL_ON, ImageOptions, configure_vips
 from pipeline.logcontext import configure_logging
 from pipeline.memory import bound_heap
@@ -124,7 +124,7 @@ def pipeline_export(corpus: Path, out: Path, images: str | None) -> None:
     async def run() -> None:
         with Corpus.open(corpus) as store:
             document = await store.document(1)
-            await export_document(store, document, options, Destination("file", out))
+            await export_document(store, document, options, out)
 
     anyio.run(run)
 

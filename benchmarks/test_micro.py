@@ -14,13 +14,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from pipeline import formats
-from pipeline.archive import Output, ZipSink
+from pipeline import writers
+from pipeline.archive import ZipArchive
 from pipeline.demo import build_demo
-from pipeline.export import Destination, ExportOptions, ExportResult, export_document
+from pipeline.export import ExportOptions, ExportResult, export_document
+from pipeline.formats import alto, page, text
 from pipeline.images import ImageOptions
 from pipeline.model import Document, Part
 from pipeline.select import RegionFilter
+from pipeline.sinks import LocalFileSink
 from pipeline.store import Corpus
 
 PARTS, LINES = 20, 40
@@ -48,7 +50,7 @@ def loaded(corpus: Path) -> tuple[Document, list[Part]]:
 def export(corpus: Path, out: Path, options: ExportOptions) -> Callable[[], ExportResult]:
     async def run() -> ExportResult:
         with Corpus.open(corpus) as store:
-            return await export_document(store, await store.document(1), options, Destination("file", out))
+            return await export_document(store, await store.document(1), options, out)
 
     return lambda: anyio.run(run)
 
@@ -57,17 +59,16 @@ def export(corpus: Path, out: Path, options: ExportOptions) -> Callable[[], Expo
 def test_page_writer(benchmark, loaded: tuple[Document, list[Part]], name: str) -> None:  # noqa: ANN001
     """One XML page per part, in memory."""
     document, parts = loaded
-    render, flt = formats.get(name).render_part, RegionFilter()
-    assert render is not None
+    render, flt = {"alto": alto.render, "page": page.render}[name], RegionFilter()
+    assert writers.get(name).schema is not None
     size = benchmark(lambda: sum(len(b"".join(render(p, document, flt))) for p in parts))
     assert size > PARTS * LINES * 100
 
 
 def test_text_writer(benchmark, loaded: tuple[Document, list[Part]]) -> None:  # noqa: ANN001
     _, parts = loaded
-    render = formats.get("text").render_document
-    assert render is not None
-    assert benchmark(lambda: len(b"".join(render(parts, RegionFilter())))) > PARTS * LINES * 10
+    assert not writers.get("text").zipped
+    assert benchmark(lambda: len(b"".join(text.render(parts, RegionFilter())))) > PARTS * LINES * 10
 
 
 def test_store_reads(benchmark, corpus: Path) -> None:  # noqa: ANN001
@@ -89,13 +90,13 @@ def test_zip_assembly(benchmark, tmp_path: Path) -> None:  # noqa: ANN001
     xml = b"<page>" + b"<line>some text</line>" * 500 + b"</page>"
 
     def assemble() -> int:
-        out = Output(tmp_path / "out.zip")
-        sink = ZipSink(out)
+        out = LocalFileSink(tmp_path / "out.zip")
+        archive = ZipArchive(out)
         for i, path in enumerate(files):
-            sink.add(f"{i}.bin", path, "image")
-            sink.add(f"{i}.xml", [xml], "xml")
-            sink.flush()
-        sink.close()
+            archive.add(f"{i}.bin", path, "image")
+            archive.add(f"{i}.xml", [xml], "xml")
+            archive.flush()
+        archive.close()
         out.commit()
         return out.size
 

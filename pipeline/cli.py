@@ -10,9 +10,9 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -22,8 +22,11 @@ from .logcontext import configure_logging
 from .memory import bound_heap
 
 if TYPE_CHECKING:
-    from .sources import XmlSource
-    from .store import Corpus
+    from .options import ExportOptions
+    from .sources import Source
+
+#: namespace prefix of the option-model flags (``opt:image.quality``)
+OPTION = "opt:"
 
 log = logging.getLogger("pipeline")
 
@@ -53,49 +56,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import Destination, ExportOptions, export_document
-    from .formats.lines import LineOptions
-    from .images import ImageOptions
-    from .registry import Registry
-    from .store import Corpus
+    import dataclasses
 
-    image = ImageOptions(format=args.image_format, quality=args.image_quality, max_size=args.image_max_size,
-                         keep_metadata=args.keep_metadata)
-    lines = LineOptions(
-        padding=args.line_padding, height=args.line_height, mask=args.line_mask, types=args.line_types,
-        min_confidence=args.min_confidence, min_length=args.min_length, normalize=args.normalize,
-        split=LineOptions.parse_split(args.split), split_by=args.split_by, seed=args.seed,
-        unzipped=args.unzipped,
-    )
+    from .export import export_document
+    from .registry import Registry
+    from .sinks import local_folder
+
+    options = _export_options(args)
 
     async def run() -> int:
         with _export_source(args) as source:
-            if isinstance(source, Corpus):
-                document = await source.document(args.document)
-                part_ids = await source.part_ids(document, parse_pages(args.parts)) if args.parts else None
-            else:  # a folder or zip: part ids are the page numbers
-                document = await source.document()
-                part_ids = parse_pages(args.parts or "") or None
-            options = ExportOptions(
-                format=args.format, layer=args.layer, regions=args.regions, part_ids=part_ids,
-                images=args.images, image=image, on_error=args.on_error,
-                unit=args.unit, offset_unit=args.offset_unit, lines=lines,
+            document = await source.document(args.document)
+            part_ids = await source.part_ids(document, parse_pages(args.parts)) if args.parts else None
+            where = args.registry or source.default_registry()
+            result = await export_document(
+                source, document, dataclasses.replace(options, part_ids=part_ids), args.output,
+                registry=Registry(where) if where else None, scratch=_scratch(args.output, local_folder),
             )
-            registry = Registry(args.registry or args.corpus) if args.registry or args.corpus else None
-            result = await export_document(source, document, options, Destination.parse(args.output),
-                                           registry=registry)
-        if result.path is not None:
-            print(result.path)
+        if result.location != "-":
+            print(result.location)
         log.info("export %s: %d parts, %d bytes, sha256 %s", result.id, result.parts, result.size,
                  result.sha256)
         for entry in result.report:
             print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
                   file=sys.stderr)
-        if result.dataset is not None:
-            log.info("%s", result.dataset.describe())
+        if result.summary:
+            log.info("%s", result.summary)
         return 1 if result.report else 0
 
     return anyio.run(run)
+
+
+def _export_options(args: argparse.Namespace) -> ExportOptions:
+    """The option model from the flags given (the others keep the model's defaults)."""
+    from .options import ExportOptions, build
+
+    given = {tuple(key.removeprefix(OPTION).split(".")): value for key, value in vars(args).items()
+             if key.startswith(OPTION)}
+    return build(ExportOptions, given)
+
+
+def _scratch(output: str | None, local_folder: Callable[[str | None], Path | None]) -> Path | None:
+    """Temporary files go beside a local output (same file system, not a small /tmp)."""
+    if output == "-" or (output and "://" in output):
+        return None
+    folder = local_folder(output)
+    return folder if folder is not None else Path(output or ".").parent
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -116,19 +122,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
-def _export_source(args: argparse.Namespace) -> Corpus | XmlSource:
-    """The corpus (``--corpus`` with ``--document``) or a folder/zip read directly (``--source``)."""
-    from .sources import XmlSource
-    from .store import Corpus
+def _export_source(args: argparse.Namespace) -> Source:
+    """The corpus (``--corpus`` with ``--document``) or what ``--source`` names, read directly."""
+    from .sources import open_source
 
     if args.source is not None:
         if args.document is not None:
             raise UsageError("--document goes with --corpus; --source is one document already")
-        images = args.images or args.format == "lines"  # line crops are cut from the images
-        return XmlSource(args.source, layer=args.layer or "manual", images=images)
+        lines = getattr(args, OPTION + "format", None) == "lines"  # line crops are cut from the images
+        return open_source(args.source, layer=getattr(args, OPTION + "layer", None),
+                           images=getattr(args, OPTION + "images", False) or lines)
     if args.document is None:
         raise UsageError("--corpus needs --document (an id or exact name)")
-    return Corpus.open(args.corpus)
+    return open_source(args.corpus, media_root=args.media_root, registry=args.registry)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -152,7 +158,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if str(summary):
                     print(summary)
             for path in text_paths:
-                from .exchange import import_exchange
+                from .store.exchange import import_exchange
 
                 layer = args.layer or "manual"
                 print(await import_exchange(path, corpus, document=args.document, layer=layer))
@@ -165,8 +171,8 @@ def _is_text_archive(path: Path) -> bool:
     """An exchange archive (``test/`` entries) or a zip of only ``.txt`` files, not ALTO/PAGE."""
     import zipfile
 
-    from .exchange import is_exchange_archive
     from .safezip import open_zip
+    from .store.exchange import is_exchange_archive
 
     if path.is_dir() or not zipfile.is_zipfile(path):
         return False
@@ -199,11 +205,11 @@ def cmd_exports_show(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify_archive
+    from .verify import verify_path
 
     failed = 0
     for archive in args.archives:
-        problems = verify_archive(Path(archive))
+        problems = verify_path(Path(archive))
         for problem in problems:
             print(f"{archive}: {problem}")
         failed += bool(problems)
@@ -214,7 +220,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without ``options`` the export flags generated from the option
+    model are left out (commands other than ``export`` start without importing the model)."""
     parser = argparse.ArgumentParser(
         prog="pipeline",
         description="Streaming export of transcribed document archives (ALTO, PAGE, METS, text).",
@@ -236,49 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export one document to ALTO, PAGE, text or an exchange archive")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--corpus", type=Path, help="SQLite corpus file (with --document)")
-    where.add_argument("--source", type=Path, metavar="PATH",
-                       help="convert a folder or zip of ALTO/PAGE (with or without METS) directly")
+    where.add_argument("--corpus", metavar="FILE|URL",
+                       help="SQLite corpus file, or eScriptorium's database as postgresql://... "
+                       "(with --document)")
+    where.add_argument("--source", metavar="PATH",
+                       help="convert directly: a folder or zip of ALTO/PAGE (with or without METS), an "
+                       "exchange archive, or another corpus")
     p.add_argument("--document", help="document id or exact name (with --corpus)")
-    p.add_argument("--format", default="alto",
-                   choices=["alto", "page", "pagexml", "text", "exchange", "lines"])
-    p.add_argument("--unit", choices=["part", "document"], default="part",
-                   help="exchange format: one text per part (default) or per document")
-    p.add_argument("--offset-unit", choices=["codepoint", "utf16"], default="codepoint",
-                   help="exchange format: annotation offsets in code points (default) or UTF-16 units")
-    p.add_argument("--layer", help="transcription layer (default: manual, else the document's only layer)")
-    p.add_argument("--regions", help="region types to export: TYPE,...,undefined,orphan (default: all)")
     p.add_argument("--parts", help="pages to export, 1-based, e.g. 1-10,15 (default: all)")
-    p.add_argument("--images", action="store_true", help="include the page images")
-    p.add_argument("--image-format", default="original", metavar="FORMAT",
-                   help="original (default: unchanged), jpeg, png, webp, tiff or jp2 (if libvips has it)")
-    p.add_argument("--image-quality", type=int, metavar="1-100", help="quality of lossy image formats")
-    p.add_argument("--image-max-size", type=int, metavar="N",
-                   help="downscale images to at most N pixels on the longest side; coordinates follow")
-    p.add_argument("--keep-metadata", action="store_true", help="keep EXIF/XMP/IPTC in transcoded images")
-    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
-                   help="a bad image fails the export (default) or is skipped and reported (exit 1)")
-    g = p.add_argument_group("lines format (line images + texts for HTR training)")
-    g.add_argument("--line-padding", type=int, default=0, metavar="N", help="pixels around each line's box")
-    g.add_argument("--line-height", type=int, metavar="N",
-                   help="height of lines known by their baseline only "
-                   "(default: the page's median mask height)")
-    g.add_argument("--line-mask", choices=["none", "white", "transparent"], default="none",
-                   help="blank what lies outside the line's polygon (default: none)")
-    g.add_argument("--line-types", metavar="TYPE,...", help="line types to keep, names or ids, and undefined")
-    g.add_argument("--min-confidence", type=float, metavar="0-1",
-                   help="keep lines whose confidence is known and at least this")
-    g.add_argument("--min-length", type=int, default=1, metavar="N",
-                   help="keep texts of at least N characters")
-    g.add_argument("--normalize", choices=["NFC", "NFD"], help="Unicode normalisation of the texts")
-    g.add_argument("--split", metavar="TRAIN,VAL,TEST",
-                   help="ratios of train/validation/test, e.g. 0.8,0.1,0.1")
-    g.add_argument("--split-by", choices=["document", "page"], default="page",
-                   help="what goes whole into one split (default: page)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
-    g.add_argument("--unzipped", action="store_true", help="write a folder instead of a zip")
+    p.add_argument("--media-root", metavar="DIR",
+                   help="with postgresql://: eScriptorium's MEDIA_ROOT (where the images are)")
+    if options:
+        add_option_flags(p)
     p.add_argument("-o", "--output", help="file, directory (default: current) or - for stdout")
-    p.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
+    p.add_argument("--registry", type=Path,
+                   help="registry file (default: the corpus file; none with a --source that is not a corpus)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="run the exports a TOML job file describes (see configs/)")
@@ -310,15 +290,52 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
     q.set_defaults(func=cmd_exports_show)
 
-    p = sub.add_parser("verify", help="check archives: CRCs, XML schemas, METS references")
+    p = sub.add_parser("verify", help="check archives (CRCs, XML schemas, METS references) and text exports")
     p.add_argument("archives", nargs="+")
     p.set_defaults(func=cmd_verify)
     return parser
 
 
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of the export option model (nested models prefixed: ``--image-quality``);
+    only the flags given are set, so the model's own defaults apply to the others."""
+    from .options import choices, flags
+
+    for flag in flags():
+        kwargs: dict[str, Any] = {"dest": OPTION + ".".join(flag.path), "default": argparse.SUPPRESS,
+                                  "help": flag.help, "metavar": flag.metavar or flag.path[-1].upper()}
+        values = choices(flag.kind)
+        if flag.kind is bool:
+            kwargs |= {"action": "store_true"}
+            del kwargs["metavar"]
+        elif values is not None:
+            kwargs |= {"choices": values}
+        elif "dict[" in str(flag.kind):
+            kwargs |= {"action": _PairAction}
+        elif "int" in str(flag.kind):
+            kwargs |= {"type": int}
+        elif flag.kind in (float, float | None):
+            kwargs |= {"type": float}
+        parser.add_argument(flag.flag, **kwargs)
+
+
+class _PairAction(argparse.Action):
+    """``--flag KEY=VALUE``, repeatable, into a dict."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
+                 option: str | None = None) -> None:
+        key, sep, item = str(value).partition("=")
+        if not sep or not key:
+            parser.error(f"{option}: expected KEY=VALUE, not {value!r}")
+        pairs = dict(getattr(namespace, self.dest, None) or {})
+        pairs[key] = item
+        setattr(namespace, self.dest, pairs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     bound_heap()
-    parser = build_parser()
+    args_seen = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(options="export" in args_seen)
     args = parser.parse_args(argv)
     configure_logging(logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO)
     try:

@@ -90,6 +90,12 @@ class DemoSummary:
     lines: int
     images: int
 
+    def __str__(self) -> str:
+        ids = ", ".join(map(str, self.document_ids))
+        return (f"{self.path}: {len(self.document_ids)} documents (ids {ids}), {self.parts} parts, "
+                f"{self.lines} lines; images in {self.media_root} ({self.images} drawn, copied for the "
+                "other parts)")
+
 
 @dataclass(frozen=True, slots=True)
 class _LineSlot:

@@ -14,14 +14,15 @@ writer, on at most one worker thread per core plus one, in part order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import logging
 import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
@@ -30,80 +31,19 @@ import anyio
 import pyvips
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
-from .errors import OutputError, PipelineError, UsageError
+from .errors import ImageError, OutputError, SourceError
 from .memory import cores
 from .model import Line, Part, Polygon, Region
+from .options import IMAGE_FORMATS, ORIGINAL, ImageOptions, supported_image_formats
+from .vips import image_size
 
-#: output format name -> suffix written, and the suffixes that already mean that format
-FORMATS: dict[str, tuple[str, ...]] = {
-    "jpeg": (".jpg", ".jpeg", ".jpe", ".jfif"),
-    "png": (".png",),
-    "webp": (".webp",),
-    "tiff": (".tif", ".tiff"),
-    "jp2": (".jp2", ".j2k", ".jpx"),
-}
-ORIGINAL = "original"
 #: the libvips error level that fails a load: a truncated file must not export as a grey page
 FAIL_ON = "truncated"
-LOOKAHEAD = 3
 #: transcodes at once, beyond one per core: a transcode in a serial phase (opening, the JPEG
 #: decoder's own thread) or waiting for the disk leaves spare cycles to the extra one (+4 % on 2 cores)
 OVERSUBSCRIBE = 1
-
-
-class ImageError(PipelineError):
-    """One part's image cannot be exported: missing, unreadable, truncated or not encodable."""
-
-    def __init__(self, part: Part, reason: str) -> None:
-        self.part_id, self.page, self.file, self.reason = part.id, part.order + 1, part.image_filename, reason
-        self.path = part.image_path or part.image
-        super().__init__(f"part {self.page} ({self.file}, {self.path}): {reason}")
-
-    def report(self) -> dict[str, object]:
-        """The ``export-report.json`` entry for this image."""
-        return {"part_id": self.part_id, "page": self.page, "file": self.file, "error": self.reason}
-
-
-def supported_formats() -> tuple[str, ...]:
-    """Output formats this libvips can write, ``original`` first."""
-    saveable = set(pyvips.get_suffixes())
-    return (ORIGINAL, *(name for name, suffixes in FORMATS.items() if suffixes[0] in saveable))
-
-
-@dataclass(frozen=True, slots=True)
-class ImageOptions:
-    """How images are exported. ``original`` without resizing passes the file through unchanged.
-
-    ``quality`` (1-100, lossy formats) None = the encoder's default. ``max_size`` bounds the longest
-    side (downscale only). Transcoded images lose their metadata unless ``keep_metadata``; the
-    colour profile is always kept, since dropping it changes the colours. ``lookahead`` (parts)
-    bounds the work done ahead of the part being written.
-    """
-
-    format: str = ORIGINAL
-    quality: int | None = None
-    max_size: int | None = None
-    keep_metadata: bool = False
-    lookahead: int = LOOKAHEAD
-
-    def __post_init__(self) -> None:
-        supported = supported_formats()
-        if self.format not in supported:
-            raise UsageError(
-                f"image format {self.format!r} is not supported by this libvips "
-                f"(supported: {', '.join(supported)})"
-            )
-        if self.quality is not None and not 1 <= self.quality <= 100:
-            raise UsageError(f"image quality must be 1-100, not {self.quality}")
-        if self.max_size is not None and self.max_size < 1:
-            raise UsageError(f"image max size must be a positive number of pixels, not {self.max_size}")
-        if self.lookahead < 0:
-            raise UsageError("image lookahead cannot be negative")
-
-    @property
-    def passthrough(self) -> bool:
-        """Every image goes into the archive unchanged: nothing to transcode ahead of the writer."""
-        return self.format == ORIGINAL and self.max_size is None
+FORMATS = IMAGE_FORMATS
+supported_formats = supported_image_formats
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +70,8 @@ def fit_part(part: Part, options: ImageOptions) -> tuple[Part, ImagePlan]:
     source = Path(part.image_path) if part.image_path else None
     width, height = part.width, part.height
     if (width <= 0 or height <= 0) and source is not None:
-        width, height = _header_size(source) or (width, height)
+        with contextlib.suppress(SourceError):  # the image job reports an unreadable file
+            width, height = image_size(source)
     scale = 1.0
     if options.max_size and max(width, height) > options.max_size:
         scale = options.max_size / max(width, height)
@@ -177,15 +118,6 @@ def _original_suffix(name: PurePosixPath, source: Path | None) -> str:
     return source.suffix.lower()
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from the header (libvips decodes no pixels to open a file)."""
-    try:
-        image = pyvips.Image.new_from_file(str(path))
-    except pyvips.Error:
-        return None  # the image job reports the error
-    return image.width, image.height
-
-
 def _scale(points: Polygon | None, sx: float, sy: float) -> Polygon | None:
     return None if points is None else tuple((x * sx, y * sy) for x, y in points)
 
@@ -199,6 +131,10 @@ def _scale_line(line: Line, sx: float, sy: float) -> Line:
 
 
 # --- bytes between the encoder and the zip -------------------------------------------------
+
+
+#: bytes written past a spool's end to learn whether a failed write was the disk's fault
+PROBE = 1 << 16
 
 
 class SpoolClosed(Exception):
@@ -248,6 +184,22 @@ class Spool:
     def closed(self) -> bool:
         return self._closed
 
+    def write_failure(self) -> str | None:
+        """Writer side, after a failed write: why the file cannot grow (a full disk, a quota, a
+        file-size limit, an I/O error), found by writing :data:`PROBE` more bytes past its end
+        (the file is dropped anyway); None when it can."""
+        with self._lock:
+            if self._file is None or self._file.closed:
+                return None
+            fd = self._file.fileno()
+            try:
+                end, written = os.fstat(fd).st_size, 0
+                while written < PROBE and (n := os.pwrite(fd, bytes(PROBE - written), end + written)):
+                    written += n
+            except OSError as exc:
+                return exc.strerror or str(exc)
+        return None
+
     @property
     def where(self) -> str:
         """The spool file, as messages name it."""
@@ -270,14 +222,40 @@ class Spool:
 # --- the stage -----------------------------------------------------------------------------
 
 
-@cache
 def configure_vips() -> None:
-    """No operation cache (every image is read once; cached operations keep files open), and no
-    libvips progress chatter in the export's log."""
-    logging.getLogger("pyvips").setLevel(logging.WARNING)
+    """Turn libvips' operation cache off for this whole program (benchmark baselines do, to
+    compare like with like); the image stage itself only turns it off while it runs."""
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.cache_set_max_files(0)
+
+
+_cache_lock = threading.Lock()
+_cache_users = 0
+_cache_saved: tuple[int, int, int] | None = None
+
+
+@contextmanager
+def vips_cache_off() -> Iterator[None]:
+    """No libvips operation cache while an image stage runs (every image is read once; cached
+    operations keep files open); the program's own settings come back when the last stage ends,
+    so a program that uses the package keeps its cache."""
+    global _cache_users, _cache_saved
+    with _cache_lock:
+        if _cache_users == 0:
+            _cache_saved = (pyvips.cache_get_max(), pyvips.cache_get_max_mem(), pyvips.cache_get_max_files())
+            configure_vips()
+        _cache_users += 1
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_users -= 1
+            if _cache_users == 0 and _cache_saved is not None:
+                size, memory, files = _cache_saved
+                pyvips.cache_set_max(size)
+                pyvips.cache_set_max_mem(memory)
+                pyvips.cache_set_max_files(files)
 
 
 class ImageJob:
@@ -329,12 +307,17 @@ class ImageJob:
     def _transcode(self) -> None:
         error = self._encode(open_image(self.part, self.plan))
         if error is not None:  # raised here, where no frame holds the image (see _encode)
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # no cycle (error -> traceback -> this frame -> error) for gc to find
 
-    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | None:
+    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | SpoolClosed | None:
         """Write the image into the spool; the error to raise when it fails. Returns rather than
         raises, so that no traceback keeps the image alive: libvips gives its warnings about
-        a read when the image is freed, and after exit they would go straight to stderr."""
+        a read when the image is freed, and after exit they would go straight to stderr. Nor the
+        target: it holds a duplicate of the spool's descriptor, so the file would stay open (and
+        its disk space taken) until the garbage collector ran."""
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -348,8 +331,10 @@ class ImageJob:
             return None
         except pyvips.Error as exc:
             if self._spool.closed:  # killed by close()
-                raise SpoolClosed from None
-            if (reason := _write_failure(exc)) is not None:  # our spool, not the page, is at fault
+                return SpoolClosed()
+            # our spool, not the page, is at fault: libvips says so, or the spool takes no more bytes
+            # (libvips' error text is one buffer for all threads: a concurrent failure may take it)
+            if (reason := _write_failure(exc) or self._spool.write_failure()) is not None:
                 return OutputError(f"cannot write {self._spool.where}: {reason}")
             return ImageError(self.part, _reason(exc))
         finally:
@@ -449,7 +434,6 @@ class ImageStage:
     """
 
     def __init__(self, options: ImageOptions, *, spill_dir: Path | None = None) -> None:
-        configure_vips()
         self.options = options
         self._spill_dir = spill_dir
         self._limiter = anyio.CapacityLimiter(cores() + OVERSUBSCRIBE)
@@ -457,6 +441,8 @@ class ImageStage:
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> ImageStage:
+        self._cache = vips_cache_off()
+        self._cache.__enter__()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self
@@ -472,6 +458,7 @@ class ImageStage:
         finally:
             for job in self._jobs:
                 job.close()
+            self._cache.__exit__(None, None, None)
 
     async def feed(
         self, parts: ObjectReceiveStream[Part], out: ObjectSendStream[tuple[Part, ImageJob]]

@@ -14,7 +14,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyvips
+from pipeline.errors import SourceError
+from pipeline.vips import image_size
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pipeline_image_size_cache (
@@ -31,15 +32,13 @@ Size = tuple[int, int] | str
 
 
 def header_size(path: Path) -> Size:
-    """``(width, height)`` from the header only (libvips opens lazily, decodes no pixels), or why not."""
+    """``(width, height)`` from the header (:func:`pipeline.vips.image_size`), or why not."""
+    if not path.exists():
+        return "image file not found"
     try:
-        image = pyvips.Image.new_from_file(str(path))
-        return image.width, image.height
-    except pyvips.Error as exc:
-        if not path.exists():
-            return "image file not found"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        return f"cannot read the image header: {reason}"
+        return image_size(path)
+    except SourceError as exc:
+        return f"cannot read the image header: {str(exc).partition('(')[2].rstrip(')') or exc}"
 
 
 class ImageSizeCache:

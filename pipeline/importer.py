@@ -12,16 +12,17 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import anyio.to_thread
 
-from pipeline.errors import PipelineError, UsageError
-from pipeline.sources.folder import DEFAULT_LAYERS, Bundle, PageFile, header_size
+from pipeline.errors import SourceError, UsageError
+from pipeline.sources.folder import DEFAULT_LAYERS, Bundle, PageFile
 from pipeline.sources.xml import PageData
 from pipeline.store import Corpus
+from pipeline.store.summary import ImportedDocument, ImportSummary
 from pipeline.store.writer import CorpusWriter
+from pipeline.vips import image_size
 
 log = logging.getLogger("pipeline")
 
@@ -29,31 +30,8 @@ log = logging.getLogger("pipeline")
 DEFAULT_MAX_PIXELS = 500_000_000
 
 
-class ImageTooLarge(PipelineError):
+class ImageTooLarge(SourceError):
     """An image whose header announces more pixels than allowed (a decompression bomb, or a mistake)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ImportedDocument:
-    id: int
-    name: str
-    layer: str
-    parts: int
-    lines: int
-
-
-@dataclass(slots=True)
-class ImportSummary:
-    """What an import wrote, and the warnings it gave (also logged as they happen)."""
-
-    documents: list[ImportedDocument] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "\n".join(
-            f"document {d.id} {d.name!r}: {d.parts} parts, {d.lines} lines, layer {d.layer!r}"
-            for d in self.documents
-        )
 
 
 async def import_paths(
@@ -155,13 +133,13 @@ class _DocumentImport:
         xml_size = (data.width, data.height)
         if member is None:
             if not all(xml_size):
-                raise PipelineError(f"{where}: no image found and the XML gives no page size")
+                raise SourceError(f"{where}: no image found and the XML gives no page size")
             self.warn(f"{where}: image {data.image_filename or '(unnamed)'} not found; size from the XML")
             stored = data.image_filename or PurePosixPath(page.xml).with_suffix(".jpg").name
             return f"documents/{media.name}/{PurePosixPath(stored).name}", xml_size
         source = self.bundle.local_path(member)
         if source is not None:  # check before copying anything
-            self._check_pixels(where, member, header_size(source))
+            self._check_pixels(where, member, image_size(source))
         if self.link:
             assert source is not None
             path, image = source.resolve(), str(source.resolve())
@@ -169,7 +147,7 @@ class _DocumentImport:
             path = self.bundle.extract(member, media)
             self.copied.append(path)
             image = path.relative_to(self.corpus.media_root).as_posix()
-        size = header_size(path)
+        size = image_size(path)
         self._check_pixels(where, member, size)
         if all(xml_size) and size != xml_size:
             self.warn(f"{where}: image {member} is {size[0]}x{size[1]}, the XML says "

@@ -25,11 +25,12 @@ import anyio.from_thread
 import pyvips
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from .errors import UsageError
+from .errors import ImageError, UsageError
 from .formats.lines import Box, LineCrop
-from .images import FAIL_ON, FORMATS, ORIGINAL, ImageError, ImageOptions, _reason, configure_vips
+from .images import FAIL_ON, _reason, vips_cache_off
 from .memory import cores
 from .model import Part, Polygon
+from .options import IMAGE_FORMATS, ORIGINAL, ImageOptions
 
 #: bytes of decoded rows a page keeps at most (more only when one line is taller); a window
 #: briefly exists twice (the pieces fetched, then joined), and larger ones made no crop faster
@@ -58,7 +59,7 @@ class CropFormat:
         """PNG unless ``image.format`` names another (``original`` means PNG here: a crop has no
         original file); ``image.quality`` for lossy formats. Transparency needs an alpha channel."""
         name = "png" if image.format == ORIGINAL else image.format
-        suffix = FORMATS[name][0]
+        suffix = IMAGE_FORMATS[name][0]
         if mask == "transparent" and name in ("jpeg", "jp2"):
             raise UsageError(f"--line-mask transparent needs an image format with transparency "
                              f"(png, webp, tiff), not {name}")
@@ -229,13 +230,13 @@ class CropStage:
     """
 
     def __init__(self, fmt: CropFormat, mask: MaskMode, *, lookahead: int = 3) -> None:
-        configure_vips()
         self.fmt, self.mask, self.lookahead = fmt, mask, max(0, lookahead)
         self._slots = anyio.Semaphore(cores() + 1)
         self._stack = AsyncExitStack()
         self._open: set[ObjectReceiveStream[Any]] = set()
 
     async def __aenter__(self) -> CropStage:
+        self._stack.enter_context(vips_cache_off())
         self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 

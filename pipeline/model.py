@@ -191,3 +191,17 @@ def bbox(points: Polygon | None) -> tuple[float, float, float, float] | None:
     x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
     finite = math.isfinite
     return (x0, y0, x1, y1) if finite(x0) and finite(y0) and finite(x1) and finite(y1) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which documents of a source: by id or exact name (None: all), having any of ``tags``
+    (empty: any); archived layers and documents stay out unless ``include_archived``."""
+
+    documents: tuple[str | int, ...] | None = None
+    tags: tuple[str, ...] = ()
+    include_archived: bool = False
+
+    def keeps(self, document: Document) -> bool:
+        """The tag condition (the source has applied ``documents`` already)."""
+        return not self.tags or not set(self.tags).isdisjoint(document.tags)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import PurePosixPath, PureWindowsPath
 
-METS_NAME = "METS.xml"
+from pipeline.ns import METS_NAME
+
 _FORBIDDEN = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 

@@ -12,6 +12,7 @@ the archive and the member; :mod:`pipeline.verify` reads through it too.
 
 from __future__ import annotations
 
+import lzma
 import shutil
 import stat
 import struct
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from .errors import PipelineError, UsageError
+from .errors import PipelineError, SourceError, UsageError
 
 #: members larger than this (uncompressed) are refused
 MAX_MEMBER_SIZE = 4 << 30
@@ -33,11 +34,11 @@ MAX_RATIO = 200
 RATIO_FLOOR = 1 << 20
 
 
-class UnsafeArchiveError(PipelineError):
+class UnsafeArchiveError(SourceError):
     """A member name or size that would escape the destination or exhaust memory or disk."""
 
 
-class ZipReadError(PipelineError):
+class ZipReadError(SourceError):
     """An archive or a member that cannot be read: damaged, encrypted or compressed in a way
     :mod:`zipfile` does not know. ``member`` is None when the archive as a whole is unreadable."""
 
@@ -47,8 +48,9 @@ class ZipReadError(PipelineError):
         super().__init__(f"{archive}: {where}{reason}")
 
 
-#: what zipfile and zlib raise on bad input (RuntimeError: encrypted; NotImplementedError: method)
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError,
+#: what zipfile and its decompressors raise on bad input (RuntimeError: encrypted;
+#: NotImplementedError: method; OSError/ValueError: bzip2)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, NotImplementedError,
                UnicodeDecodeError, OSError, struct.error, ValueError)
 #: a 32-bit size or offset field holding this means "see the zip64 record"
 _ZIP64_MARK = 0xFFFFFFFF
@@ -60,7 +62,7 @@ def _reason(exc: BaseException, info: zipfile.ZipInfo | None) -> str:
     if isinstance(exc, NotImplementedError):
         method = f" {info.compress_type}" if info is not None else ""
         return f"compression method{method} not supported"
-    if isinstance(exc, zlib.error):
+    if isinstance(exc, zlib.error | lzma.LZMAError):
         return f"corrupt compressed data ({exc})"
     if isinstance(exc, EOFError):
         return "truncated: the archive ends inside this member"

@@ -14,12 +14,11 @@ from typing import IO
 
 from lxml import etree
 
+from pipeline import ns
+
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
-ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
-PAGE2019_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
-PAGE2013_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
-METS_NS = "http://www.loc.gov/METS/"
+ALTO_NS, PAGE2019_NS, PAGE2013_NS, METS_NS = ns.ALTO, ns.PAGE, ns.PAGE_2013, ns.METS
 
 #: root namespace -> XSD files that a document in it must pass (ALTO: declared 4.2 and latest 4.4)
 SCHEMAS: dict[str, tuple[str, ...]] = {

@@ -5,22 +5,24 @@ validated against its schema; every METS reference must name an entry of the arc
 every XML entry other than METS must be referenced by it. A bulk archive has one METS per
 document folder, whose references are relative to that folder. In a folder with images, every
 page XML must name an image entry of the archive (the one METS puts on its page), and an image
-entry's bytes must be what its extension says.
+entry's bytes must be what its extension says. Text exports (``.txt``) are checked for what a
+reader needs: UTF-8, page headers, no truncation.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from lxml import etree
 
 from . import validate
-from .naming import METS_NAME
+from .ns import METS_NAME, XLINK
 from .safezip import UnsafeArchiveError, ZipReadError, check_layout, open_member, open_zip
 
-_NS = {"m": validate.METS_NS, "xlink": "http://www.w3.org/1999/xlink"}
+_NS = {"m": validate.METS_NS, "xlink": XLINK}
 _HREF = f"{{{_NS['xlink']}}}href"
 
 #: what image files start with, per extension (lower case), and the format's name
@@ -166,3 +168,35 @@ def _image_reference_problems(
             problems.append(f"{xml}: line {line}: names the image {reference!r}, but its page's image is "
                             f"{posixpath.relpath(expected, folder or '.')!r}")
     return problems
+
+
+#: first line of each page of a text export (spec 6.3): ``--------------- title (file) ---------------``
+_TEXT_HEADER = re.compile(r"-{15} .* \(.*\) -{15}")
+
+
+def verify_text(path: Path) -> list[str]:
+    """Problems of a text export: strict UTF-8, a page header first, a final line break.
+
+    An empty file is sound (a document without kept lines exports nothing)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return [f"cannot read: {exc.strerror}"]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return [f"line {line}: not UTF-8 (byte {exc.start}: {exc.reason})"]
+    if not text:
+        return []
+    problems = []
+    if not _TEXT_HEADER.fullmatch(text.split("\n", 1)[0]):
+        problems.append("line 1: not a page header ('--------------- title (file) ---------------')")
+    if not text.endswith("\n"):
+        problems.append("does not end with a line break (truncated?)")
+    return problems
+
+
+def verify_path(path: Path) -> list[str]:
+    """A text export (``.txt``) or an archive: the problems ``verify`` reports for it."""
+    return verify_text(path) if path.suffix.lower() == ".txt" else verify_archive(path)

@@ -318,3 +318,14 @@ def test_largest_documented_image_size_builds_in_flat_memory(tmp_path: Path) -> 
     x0, y0, x1, y1 = (int(v) for v in bbox(mask))
     margin = page.crop(0, 0, 200, 200).avg()
     assert margin > 180 and page.crop(x0, y0, x1 - x0, y1 - y0).avg() < margin - 20
+
+
+def test_demo_command_prints_a_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    corpus = tmp_path / "c.sqlite"
+    assert main(["demo", str(corpus), "--documents", "2", "--parts", "3", "--lines", "8",
+                 "--image-size", "200x280"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (f"{corpus}: 2 documents (ids 1, 2), 6 parts, 48 lines; "
+                       f"images in {tmp_path / 'c.media'} (2 drawn, copied for the other parts)\n")

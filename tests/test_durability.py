@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import archive as archive_module
-from pipeline.archive import Output
 from pipeline.cli import main
 from pipeline.demo import build_demo
+from pipeline.sinks import local as archive_module
+from pipeline.sinks import open_sink
 
 #: a file-size limit that a fresh registry fits in, but no page image (let alone an archive)
 FILE_LIMIT = 160_000
@@ -138,9 +138,9 @@ def test_archive_is_published_where_hard_links_are_unavailable(
     # the same final name twice: the second archive goes next to the first, which stays as it was
     first = archive.read_bytes()
     for n in (2, 3):
-        with Output(archive, overwrite=False) as output:
-            output.write(b"archive %d" % n)
-            assert output.commit() == archive.with_name(f"{archive.stem}_{n}.zip")
+        output = open_sink(out, name=archive.name)
+        output.write(b"archive %d" % n)
+        assert output.commit() == str(archive.with_name(f"{archive.stem}_{n}.zip"))
     assert archive.read_bytes() == first
     assert archive.with_name(f"{archive.stem}_3.zip").read_bytes() == b"archive 3"
     assert sorted(p.name for p in out.iterdir()) == sorted(
@@ -161,7 +161,10 @@ def tiny_filesystem(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        busy = subprocess.run(["umount", str(mount)], capture_output=True, text=True, check=False)
+        if busy.returncode != 0:  # a file left open: detach the mount anyway, then fail
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
+            pytest.fail(f"files left open on the full file system: {busy.stderr.strip()}")
 
 
 def test_full_tmpfs_fails_a_transcoding_export_with_skip_as_an_output_error(

@@ -233,3 +233,25 @@ def test_a_registry_from_before_host_and_pid_is_upgraded(tmp_path: Path) -> None
     assert [(r.id, r.state, r.pid) for r in registry.list()] == [("1", "running", None)]
     registry.start("2", document_id=1, document_name="d", format="alto", layer="manual", options={}, path="x")
     assert registry.get("2").pid == os.getpid() and registry.get("2").state == "running"
+
+
+def test_verify_checks_text_exports(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``verify`` takes the text exports beside the zips (``make demo`` verifies every export)."""
+    text = export(demo_corpus, tmp_path / "doc.txt", "--format", "text")
+    capsys.readouterr()
+    assert run("verify", text) == 0
+    assert capsys.readouterr().out.strip() == f"{text}: OK"
+    data = text.read_bytes()
+    first = next(i for i, byte in enumerate(data) if byte >= 0x80)  # Hebrew, Arabic... are there
+    for name, bad, problem in (
+        ("invalid.txt", data[:first] + b"\xff" + data[first + 1:], "not UTF-8"),
+        ("truncated.txt", data[:-3], "does not end with a line break"),
+        ("headless.txt", data.split(b"\n", 1)[1], "page header"),
+    ):
+        assert data != bad
+        (tmp_path / name).write_bytes(bad)
+        assert run("verify", tmp_path / name) == 1
+        out = capsys.readouterr().out
+        assert problem in out and out.startswith(f"{tmp_path / name}: "), out

@@ -105,6 +105,17 @@ def sizes_without_zip64(path: Path) -> str:
     return XML
 
 
+def corrupt_lzma(path: Path) -> str:
+    """Found by fuzzing: a member whose method says LZMA over data that is not (lzma.LZMAError)."""
+    data = _zip(path)
+    _put(data, _central(data, 0) + 10, "<H", 14)
+    _put(data, _local(data, 0) + 8, "<H", 14)
+    start = _local(data, 0) + 30 + len(XML)
+    data[start:start + 9] = b"\x09\x14\x05\x00" + b"\xff" * 5  # LZMA header, impossible properties
+    path.write_bytes(data)
+    return XML
+
+
 def end_record_past_the_file(path: Path) -> str:
     data = _zip(path)
     _put(data, data.rfind(b"PK\x05\x06") + 16, "<I", 0x7FFFFFF0)
@@ -114,7 +125,8 @@ def end_record_past_the_file(path: Path) -> str:
 
 ZIP_DEFECTS: dict[str, Callable[[Path], str]] = {
     f.__name__: f for f in (bad_utf8_name, encrypted, unsupported_method, corrupt_deflate,
-                            damaged_central_directory, sizes_without_zip64, end_record_past_the_file)
+                            damaged_central_directory, sizes_without_zip64, end_record_past_the_file,
+                            corrupt_lzma)
 }
 #: what the message must say of each defect
 ZIP_REASONS = {
@@ -122,6 +134,7 @@ ZIP_REASONS = {
     "unsupported_method": "compression method 99",
     "corrupt_deflate": "corrupt", "damaged_central_directory": "central directory",
     "sizes_without_zip64": "zip64", "end_record_past_the_file": "past the end",
+    "corrupt_lzma": "corrupt compressed data",
 }
 
 
@@ -425,3 +438,29 @@ def test_lying_jpeg_header_is_one_line_without_vips_warnings(tmp_path: Path) -> 
         line = one_error(done.stderr, f"{folder / JPG}", "part 1")
         assert "VIPS" not in done.stderr and "unable to write to target" not in line, done.stderr
         assert not (tmp_path / "out.zip").exists()
+
+
+# --- found by tests/test_fuzz.py ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ['name = "night\\u0000ly"', 'name = "../../escaped"',
+                                     '[archive]\nname = "{document_id}\\u0000.zip"'])
+def test_job_names_that_are_no_file_names_are_config_errors(
+    setting: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A NUL in the job or archive name reached open() as 'embedded null byte' with a traceback;
+    a job name with a slash, used as {job} in archive names, put archives outside the folder."""
+    corpus = tmp_path / "c.sqlite"
+    assert run("import", CREMMA, "--corpus", corpus, "--layer", "manual") == 0
+    text = (Path(__file__).resolve().parent.parent / "configs/nightly.toml").read_text()
+    if setting.startswith("[archive]"):
+        text = text.replace('name = "{job}_{format}_{date}_{fingerprint}"', setting.split("\n")[1])
+    else:
+        text = text.replace('name = "nightly"', setting)
+    config = tmp_path / "job.toml"
+    config.write_text(text)
+    capfd.readouterr()
+    out = tmp_path / "out"
+    assert run("run", config, "--set", f"corpus={corpus}", "--set", f"archive.directory={out}") == 2
+    one_error(capfd.readouterr().err, str(config), "name")
+    assert not list(tmp_path.rglob("*.zip"))

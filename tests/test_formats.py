@@ -13,12 +13,14 @@ from types import ModuleType
 import pytest
 from lxml import etree
 
+from pipeline import ns
 from pipeline.errors import UsageError
-from pipeline.formats import FORMATS, alto, get, mets, page, text
+from pipeline.formats import alto, mets, page, text
 from pipeline.formats.xmlutil import Ids, alto_points, conf, is_ncname, num, page_points
 from pipeline.model import Document, Line, Part, Region, Typology
 from pipeline.select import RegionFilter
 from pipeline.validate import parser, validate
+from pipeline.writers import FORMATS, get
 
 FIXTURES = Path(__file__).parent / "fixtures"
 A = {"a": alto.ALTO_NS}
@@ -348,7 +350,7 @@ def test_mets_with_images_urls_and_failed_parts() -> None:
     root = tree(data)
     assert root.xpath("m:fileSec/m:fileGrp/@USE", namespaces=M) == ["image", "export"]
     files = {f.get("ID"): dict(f[0].attrib) for f in root.iterfind(".//m:file", M)}
-    href = f"{{{mets.XLINK_NS}}}href"
+    href = f"{{{ns.XLINK}}}href"
     assert files == {
         "image1": {"LOCTYPE": "OTHER", "OTHERLOCTYPE": "FILE", href: "f 001.jpg"},
         "export1": {"LOCTYPE": "OTHER", "OTHERLOCTYPE": "FILE", href: "f 001.xml"},
@@ -448,7 +450,7 @@ def test_text_row_filter(name: str, expected: list[str]) -> None:
 
 def test_registry() -> None:
     assert get("PAGEXML") is FORMATS["page"] and FORMATS["page"].tag == "pagexml"
-    assert FORMATS["alto"].zipped and not FORMATS["text"].zipped and FORMATS["text"].ext == "txt"
+    assert FORMATS["alto"].zipped and not FORMATS["text"].zipped and FORMATS["text"].suffix == "txt"
     with pytest.raises(UsageError, match="accepted: alto, page, text, exchange, pagexml"):
         get("docx")
 

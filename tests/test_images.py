@@ -18,7 +18,7 @@ from pipeline import images
 from pipeline.cli import main
 from pipeline.demo import build_demo
 from pipeline.errors import PipelineError, UsageError
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.images import ImageOptions
 from pipeline.model import Part, bbox
 from pipeline.registry import Registry
@@ -252,7 +252,7 @@ def run_export(
     async def go() -> Any:
         with Corpus.open(corpus) as store, anyio.CancelScope() as scope:
             document = await store.document(1)
-            return await export_document(Source(store, scope), document, options, Destination.parse(str(out)))
+            return await export_document(Source(store, scope), document, options, str(out))
 
     return anyio.run(go)
 

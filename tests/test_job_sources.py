@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import TEMP_PREFIX
 from pipeline.cli import main
+from pipeline.sinks import TEMP_PREFIX
 from pipeline.verify import verify_archive
 
 CREMMA = Path(__file__).resolve().parent / "fixtures" / "escriptorium-alto-cremma-mss-20"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import TEMP_PREFIX
 from pipeline.cli import main
 from pipeline.demo import build_demo
+from pipeline.sinks import TEMP_PREFIX
 from pipeline.verify import verify_archive
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

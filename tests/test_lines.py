@@ -307,7 +307,7 @@ def test_bad_options_are_one_line_exit_2(corpus: Path, tmp_path: Path, capsys: p
     base = ["export", "--corpus", str(corpus), "--document", "1", "--format", "lines", "-o", str(tmp_path)]
     cases = [(["--split", "0.8,0.2"], "three numbers"), (["--line-types", "Nope"], "unknown line"),
              (["--line-mask", "transparent", "--image-format", "jpeg"], "transparency"),
-             (["--line-padding", "-1"], "negative"), (["--unzipped", "--format", "alto"], "lines")]
+             (["--line-padding", "-1"], "negative"), (["--unzipped", "--format", "alto"], "not for the alto")]
     for extra, words in cases:
         assert main(base + extra) == 2
         err = capsys.readouterr().err

@@ -19,13 +19,13 @@ import psycopg
 import pytest
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.export import Destination, ExportOptions, export_document
+from pipeline.export import ExportOptions, export_document
 from pipeline.images import ImageOptions
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.model import Part
 from pipeline.pgdemo import build_postgres_demo, ddl
 from pipeline.registry import Registry
-from pipeline.sources.postgres import PART_PAGE, PostgresSource, Selection, redact
+from pipeline.sources.postgres import FIRST_PAGE, PAGE_LINES, PART_PAGE, PostgresSource, Selection, redact
 from pipeline.store import Corpus
 from pipeline.verify import verify_archive
 from tests.pgcluster import BIG_PARTS, READER, READER_PASSWORD, SUPERUSER, PgCluster, Store, free_port
@@ -49,7 +49,7 @@ async def _export(
 ) -> None:
     document = await src.document(doc)
     await export_document(
-        src, document, options, Destination("file", out), registry=Registry(registry) if registry else None
+        src, document, options, out, registry=Registry(registry) if registry else None
     )
 
 
@@ -173,7 +173,7 @@ def test_statements_per_document_are_bounded_by_pages(
             " JOIN pg_database d ON d.oid = s.dbid WHERE r.rolname = %s AND d.datname = 'big'",
             (READER,),
         ).fetchone()
-    pages = math.ceil(BIG_PARTS / PART_PAGE)
+    pages = 1 + math.ceil((BIG_PARTS - FIRST_PAGE) / PART_PAGE)
     print(f"{calls} statements for one document of {BIG_PARTS} parts ({pages} pages of {PART_PAGE})")
     assert pages * 5 <= calls <= pages * 5 + 30
 
@@ -385,3 +385,93 @@ def test_connection_lost_mid_export(pg_big: Store, pg_cluster: PgCluster, tmp_pa
     assert statuses(registry) == ["failed"]
     with psycopg.connect(pg_big.corpus) as conn:  # the server is up again for what follows
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_cli_exports_from_the_database_by_url(
+    demo_corpus: Path, pg_demo: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--corpus postgresql://... --media-root DIR`` opens the database through the sources seam:
+    the archive is the one the SQLite corpus gives, recorded in the registry named, never in the
+    database; the URL's password appears nowhere in the output."""
+    from pipeline.cli import main
+
+    registry = tmp_path / "registry.sqlite"
+    assert main(["export", *pg_demo.args, "--document", "1", "--images", "--registry", str(registry),
+                 "-o", str(tmp_path / "pg.zip")]) == 0
+    assert main(["export", "--corpus", str(demo_corpus), "--document", "1", "--images",
+                 "--registry", str(tmp_path / "other.sqlite"), "-o", str(tmp_path / "sqlite.zip")]) == 0
+    assert (tmp_path / "pg.zip").read_bytes() == (tmp_path / "sqlite.zip").read_bytes()
+    assert statuses(registry) == ["complete"]
+    assert READER_PASSWORD not in capsys.readouterr().out
+
+
+def test_session_is_read_only_repeatable_read_without_jit(pg_demo: Store) -> None:
+    """What every connection of the source runs under (eScriptorium's jit=off; UTC for archives
+    that do not depend on the server's time zone)."""
+
+    async def settings() -> list[str]:
+        with source(pg_demo) as pg:
+            async with pg._connect("testing") as conn, conn.transaction():
+                cur = await conn.execute(
+                    "SELECT current_setting('jit'), current_setting('TimeZone'),"
+                    " current_setting('transaction_read_only'), current_setting('transaction_isolation')"
+                )
+                row = await cur.fetchone()
+                with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                    await conn.execute("CREATE TEMP TABLE t (x int)")
+                return list(row or ())
+
+    assert anyio.run(settings) == ["off", "UTC", "on", "repeatable read"]
+
+
+def test_image_paths_never_leave_the_media_root(
+    pg_faulty: Store, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """A stored path with ``..`` (or absolute) is no file of this machine: the part has no image."""
+    with pg_cluster.connect("faulty") as conn:
+        (old,) = conn.execute("SELECT image FROM core_documentpart WHERE id = 2").fetchone()
+        conn.execute("UPDATE core_documentpart SET image = '../../../../etc/passwd' WHERE id = 2")
+
+    async def image_paths() -> list[str | None]:
+        with source(pg_faulty) as pg:
+            doc = await pg.document(1)
+            return [p.image_path async for p in pg.parts(doc)]
+
+    try:
+        paths = anyio.run(image_paths)
+    finally:
+        with pg_cluster.connect("faulty") as conn:
+            conn.execute("UPDATE core_documentpart SET image = %s WHERE id = 2", (old,))
+    assert paths[1] is None and all(p and p.startswith(str(pg_faulty.media_root)) for p in paths[::2])
+
+
+def test_pages_of_many_lines_hold_fewer_parts(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """Memory holds about PAGE_LINES lines of rows: parts of 400 lines come 20 a page, not 64."""
+    from tests.pgcluster import demo_database
+
+    heavy = demo_database(
+        pg_cluster,
+        "heavy",
+        tmp_path,
+        documents=1,
+        parts=40,
+        lines=400,
+        image_size=(300, 2400),
+        link_images=True,
+    )
+    with pg_cluster.connect("heavy") as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+    async def count() -> int:
+        with source(heavy) as pg:
+            doc = await pg.document(1)
+            return sum([1 async for _ in pg.parts(doc)])
+
+    assert anyio.run(count) == 40
+    with pg_cluster.connect("heavy") as conn:
+        (pages,) = conn.execute(
+            "SELECT SUM(calls) FROM pg_stat_statements WHERE query LIKE '%%l.baseline, l.mask%%'"
+        ).fetchone()
+    per_page = PAGE_LINES // 400
+    assert pages == 1 + math.ceil((40 - FIRST_PAGE) / per_page)

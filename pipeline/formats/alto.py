@@ -7,17 +7,17 @@ from collections.abc import Iterator
 
 from lxml import etree
 
-from pipeline.formats.xmlutil import DECLARATION, XSI_NS, Chunks, Ids, alto_points, clean, conf, num
+from pipeline import ns
+from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, alto_points, clean, conf, num
 from pipeline.model import Document, Line, Part, Polygon, Typology, bbox
 from pipeline.select import PageLayout, RegionFilter, layout
 
 log = logging.getLogger("pipeline")
 
-ALTO_NS = "http://www.loc.gov/standards/alto/ns-v4#"
-_NSMAP = {None: ALTO_NS, "xsi": XSI_NS}
-_ROOT_ATTRS = {f"{{{XSI_NS}}}schemaLocation": f"{ALTO_NS} http://www.loc.gov/standards/alto/v4/alto-4-2.xsd"}
-DUMMY_PAGE = "eSc_dummypage_"
-DUMMY_BLOCK = "eSc_dummyblock_"
+ALTO_NS = ns.ALTO
+_NSMAP = {None: ALTO_NS, "xsi": ns.XSI}
+_ROOT_ATTRS = {f"{{{ns.XSI}}}schemaLocation": f"{ALTO_NS} http://www.loc.gov/standards/alto/v4/alto-4-2.xsd"}
+DUMMY_PAGE, DUMMY_BLOCK = ns.DUMMY_PAGE, ns.DUMMY_BLOCK
 
 (ALTO, DESCRIPTION, UNIT, SOURCE_INFO, FILE_NAME, FILE_ID, TAGS, OTHER_TAG, LAYOUT, PAGE, PRINT_SPACE,
  TEXT_BLOCK, SHAPE, POLYGON, TEXT_LINE, STRING) = (f"{{{ALTO_NS}}}{name}" for name in (

@@ -21,11 +21,14 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.errors import UsageError
 from pipeline.model import Document, Line, Part, Polygon, Region, Typology
 from pipeline.select import RegionFilter, layout
+
+if TYPE_CHECKING:
+    from pipeline.options import LineOptions
 
 SPLITS = ("train", "validation", "test")
 METADATA_NAME = "metadata.jsonl"
@@ -41,64 +44,6 @@ SkipReason = Literal[
     "no geometry", "fewer than 2 points", "outside the image", "no text", "too short",
     "no confidence", "low confidence", "line type",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class LineOptions:
-    """How lines become a dataset.
-
-    ``padding`` pixels around each crop's box (clipped to the page); ``height`` the height of a
-    line known by its baseline only (None: the median mask height of its page, else
-    :data:`DEFAULT_LINE_HEIGHT`); ``mask`` blanks what lies outside the line's polygon (``white``)
-    or makes it transparent; ``types`` keeps lines of these line types (names or ids, and
-    ``undefined`` for untyped lines); ``min_confidence`` keeps lines whose confidence is known and
-    at least this; ``min_length`` keeps texts of at least this many characters (after
-    ``normalize``); ``split`` are train/validation/test ratios, whole documents or pages going to
-    one split chosen from a hash of ``seed`` and their id; ``unzipped`` writes a folder.
-    """
-
-    padding: int = 0
-    height: int | None = None
-    mask: Literal["none", "white", "transparent"] = "none"
-    types: str | None = None
-    min_confidence: float | None = None
-    min_length: int = 1
-    normalize: Literal["NFC", "NFD"] | None = None
-    split: tuple[float, float, float] | None = None
-    split_by: Literal["document", "page"] = "page"
-    seed: int = 0
-    unzipped: bool = False
-
-    def __post_init__(self) -> None:
-        if isinstance(self.types, list | tuple):  # a job file's list: the CLI's comma form
-            object.__setattr__(self, "types", ",".join(self.types))
-        if self.padding < 0:
-            raise UsageError(f"line padding cannot be negative, not {self.padding}")
-        if self.height is not None and self.height < 1:
-            raise UsageError(f"line height must be a positive number of pixels, not {self.height}")
-        if self.min_length < 1:
-            raise UsageError(f"minimum text length must be at least 1, not {self.min_length}")
-        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
-            raise UsageError(f"minimum confidence must be between 0 and 1, not {self.min_confidence}")
-        if self.split is not None:
-            ratios = tuple(self.split)
-            if len(ratios) != 3 or any(not math.isfinite(r) or r < 0 for r in ratios) or sum(ratios) <= 0:
-                raise UsageError(f"split must be three ratios train,validation,test like 0.8,0.1,0.1, "
-                                 f"not {','.join(map(str, ratios))}")
-            object.__setattr__(self, "split", tuple(r / sum(ratios) for r in ratios))
-
-    @staticmethod
-    def parse_split(text: str | None) -> tuple[float, float, float] | None:
-        """``"0.8,0.1,0.1"`` → ratios; None or empty → no split."""
-        if not text:
-            return None
-        try:
-            values = tuple(float(v) for v in text.split(","))
-        except ValueError:
-            raise UsageError(f"--split: {text!r} is not three numbers like 0.8,0.1,0.1") from None
-        if len(values) != 3:
-            raise UsageError(f"--split: {text!r} is not three numbers like 0.8,0.1,0.1")
-        return values  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Iterator
 
 from lxml import etree
 
-from pipeline.formats.xmlutil import DECLARATION, XLINK_NS, Chunks, clean
+from pipeline import ns
+from pipeline.formats.xmlutil import DECLARATION, Chunks, clean
 
-METS_NS = "http://www.loc.gov/METS/"
-_NSMAP = {None: METS_NS, "xlink": XLINK_NS}
-_HREF = f"{{{XLINK_NS}}}href"
+METS_NS = ns.METS
+_NSMAP = {None: METS_NS, "xlink": ns.XLINK}
+_HREF = f"{{{ns.XLINK}}}href"
 METS, FILE_SEC, FILE_GRP, FILE, FLOCAT, STRUCT_MAP, DIV, FPTR = (
     f"{{{METS_NS}}}{name}"
     for name in ("mets", "fileSec", "fileGrp", "file", "FLocat", "structMap", "div", "fptr")

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 from lxml import etree
 
+from pipeline import ns
 from pipeline.formats.xmlutil import (
     DECLARATION_STANDALONE,
-    XSI_NS,
     Chunks,
     Ids,
     clean,
@@ -23,10 +23,10 @@ from pipeline.select import RegionFilter, layout
 
 log = logging.getLogger("pipeline")
 
-PAGE_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
-_NSMAP = {None: PAGE_NS, "xsi": XSI_NS}
-_ROOT_ATTRS = {f"{{{XSI_NS}}}schemaLocation": f"{PAGE_NS} {PAGE_NS}/pagecontent.xsd"}
-DUMMY_BLOCK = "eSc_dummyblock_"
+PAGE_NS = ns.PAGE
+_NSMAP = {None: PAGE_NS, "xsi": ns.XSI}
+_ROOT_ATTRS = {f"{{{ns.XSI}}}schemaLocation": f"{PAGE_NS} {PAGE_NS}/pagecontent.xsd"}
+DUMMY_BLOCK = ns.DUMMY_BLOCK
 
 (PCGTS, METADATA, CREATOR, CREATED, LAST_CHANGE, PAGE, TEXT_REGION, COORDS, TEXT_LINE, BASELINE,
  TEXT_EQUIV, UNICODE) = (f"{{{PAGE_NS}}}{name}" for name in (

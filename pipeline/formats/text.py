@@ -10,9 +10,14 @@ from pipeline.select import RegionFilter, text_rows
 _RULE = "-" * 15
 
 
+def part(part: Part, flt: RegionFilter) -> Iterator[bytes]:
+    """One chunk for a page with at least one kept line (none otherwise); contents raw, unescaped."""
+    body = "".join([f"{line.text}\n" for line in text_rows(part, flt)])
+    if body:
+        yield f"{_RULE} {part.title} ({part.image_filename}) {_RULE}\n{body}".encode()
+
+
 def render(parts: Iterable[Part], flt: RegionFilter) -> Iterator[bytes]:
-    """One chunk per page with at least one kept line; contents are written raw, unescaped."""
-    for part in parts:
-        body = "".join([f"{line.text}\n" for line in text_rows(part, flt)])
-        if body:
-            yield f"{_RULE} {part.title} ({part.image_filename}) {_RULE}\n{body}".encode()
+    """A whole document's text: the pages one after the other (no header, no footer)."""
+    for one in parts:
+        yield from part(one, flt)

@@ -16,12 +16,11 @@ from functools import lru_cache
 
 from lxml import etree
 
+from pipeline import ns
 from pipeline.model import Polygon
 
 log = logging.getLogger("pipeline")
 
-XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
-XLINK_NS = "http://www.w3.org/1999/xlink"
 
 #: the XML declaration written by hand: lxml's own uses single quotes
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -95,8 +94,8 @@ def clean(text: str, what: str, ident: object) -> str:
 _ASCII_NCNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _UNICODE_CANDIDATE = re.compile(r"[^\W\d][\w.\-\u00b7\u0300-\u036f\u203f\u2040]*")
 _NCNAME_XSD = (
-    b'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">'
-    b'<xs:element name="n" type="xs:NCName"/></xs:schema>'
+    f'<xs:schema xmlns:xs="{ns.XSD}">'
+    '<xs:element name="n" type="xs:NCName"/></xs:schema>'
 )
 _local = threading.local()
 
@@ -106,7 +105,7 @@ def _libxml2_ncname(value: str) -> bool:
     """libxml2 checks xs:ID against the older XML 1.0 4th-edition name tables: ask it directly."""
     xsd = getattr(_local, "xsd", None)
     if xsd is None:  # XMLSchema objects must not be shared between threads
-        xsd = _local.xsd = etree.XMLSchema(etree.fromstring(_NCNAME_XSD))
+        xsd = _local.xsd = etree.XMLSchema(etree.fromstring(_NCNAME_XSD.encode()))
     el = etree.Element("n")
     el.text = value
     return xsd.validate(el)

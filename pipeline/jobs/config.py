@@ -1,8 +1,8 @@
 """The job file: a TOML file validated by pydantic before any work starts.
 
-Output tables are generated from :class:`~pipeline.export.ExportOptions` (and nested option
-dataclasses such as ``ImageOptions``), so an option another module adds to ``ExportOptions`` is
-accepted in job files without touching this module. Every problem becomes ONE
+Each ``[[outputs]]`` table IS an :class:`~pipeline.options.ExportOptions`: pydantic validates the
+option dataclasses directly (strict, unknown keys refused), so an option added to the model is
+accepted in job files, on the command line and by the HTTP API alike. Every problem becomes ONE
 :class:`~pipeline.errors.UsageError` naming the file and the key path, e.g. ``outputs[1].format``.
 
 Relative paths written in the file are relative to the file's folder (so a config works from any
@@ -12,89 +12,28 @@ command-line path.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import string
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline import formats
+from pipeline import writers
 from pipeline.errors import PipelineError, UsageError
-from pipeline.export import ExportOptions
+from pipeline.options import ExportOptions
 
 #: keys holding paths, resolved against the config file's folder when relative
 PATH_KEYS: tuple[tuple[str, ...], ...] = (("corpus",), ("source",), ("registry",), ("archive", "directory"))
-#: the registry of a job that reads a folder or zip (no corpus file to keep it in), in its archive folder
+#: the registry of a job whose source keeps none of its own, in its archive folder
 SOURCE_REGISTRY = ".pipeline-registry.sqlite"
-#: ExportOptions fields a job sets itself rather than per output
-JOB_WIDE: frozenset[str] = frozenset({"part_ids"})
-#: fields whose config type differs from the dataclass type (friendlier input, better errors)
-CONFIG_TYPES: dict[str, Any] = {
-    "ExportOptions.format": Literal[tuple(formats.FORMATS)],  # type: ignore[misc]
-    "ExportOptions.regions": str | list[str] | None,
-    "LineOptions.types": str | list[str] | None,
-    "LineOptions.split": Annotated[list[float], Field(min_length=3, max_length=3)] | None,
-}
 #: fields of archive name templates (``archive.name``)
 NAME_FIELDS = ("job", "document_id", "slug", "format", "date", "time", "fingerprint")
 
 Strict = ConfigDict(extra="forbid", strict=True, frozen=True)
 LaxPath = Annotated[Path, Field(strict=False)]
-
-
-def _model_for(cls: type, name: str) -> type[BaseModel]:
-    """A strict pydantic model mirroring the option dataclass ``cls`` (nested dataclasses too)."""
-    hints = get_type_hints(cls)
-    fields: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name in JOB_WIDE:
-            continue
-        hint = CONFIG_TYPES.get(f"{cls.__name__}.{field.name}", hints[field.name])
-        default = field.default
-        if dataclasses.is_dataclass(hint):
-            hint = _model_for(hint, f"{hint.__name__}Config")  # type: ignore[arg-type]
-            default = hint()
-        fields[field.name] = (hint, default)
-    return create_model(name, __config__=Strict, **fields)
-
-
-def _options_from(cls: type, data: Mapping[str, Any]) -> Any:
-    """Build the option dataclass ``cls`` from a validated model dump."""
-    hints = get_type_hints(cls)
-    values = {
-        key: _options_from(hints[key], value) if dataclasses.is_dataclass(hints[key]) else value
-        for key, value in data.items()
-    }
-    if isinstance(values.get("regions"), list):
-        values["regions"] = ",".join(values["regions"])
-    return cls(**values)
-
-
-class OutputConfig(_model_for(ExportOptions, "OutputFields")):  # type: ignore[misc]
-    """One ``[[outputs]]`` table: any ExportOptions field except the job-wide ones."""
-
-    @model_validator(mode="after")
-    def _buildable(self) -> OutputConfig:
-        try:
-            self.export_options()
-        except UsageError as exc:  # the option dataclasses check their own values
-            raise ValueError(str(exc)) from None
-        return self
-
-    def export_options(self, part_ids: tuple[int, ...] | None = None) -> ExportOptions:
-        options: ExportOptions = _options_from(ExportOptions, self.model_dump())
-        return dataclasses.replace(options, part_ids=part_ids)
 
 
 class Selection(BaseModel):
@@ -104,6 +43,15 @@ class Selection(BaseModel):
     documents: list[int | str] | None = None
     tags: list[str] = []
     changed_only: bool = False
+
+
+def _file_name(value: str) -> str:
+    """A name that goes into file names: no folder separator, no NUL (open() refuses it)."""
+    if "/" in value or "\\" in value:
+        raise ValueError("a file name, not a path (put folders in archive.directory)")
+    if "\x00" in value:
+        raise ValueError("a file name cannot hold a NUL character")
+    return value
 
 
 class ArchiveConfig(BaseModel):
@@ -123,9 +71,7 @@ class ArchiveConfig(BaseModel):
         used = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
         if unknown := used - set(NAME_FIELDS):
             raise ValueError(f"unknown field(s) {sorted(unknown)}; accepted: {', '.join(NAME_FIELDS)}")
-        if "/" in value or "\\" in value:
-            raise ValueError("a file name, not a path (put folders in archive.directory)")
-        return value
+        return _file_name(value)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ArchiveConfig:
@@ -140,12 +86,17 @@ class JobConfig(BaseModel):
     model_config = Strict
     name: str
     corpus: LaxPath | None = None
-    source: LaxPath | None = None
+    source: str | None = None
     registry: LaxPath | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     select: Selection = Selection()
-    outputs: Annotated[list[OutputConfig], Field(min_length=1)]
+    outputs: Annotated[list[ExportOptions], Field(min_length=1)]
     archive: ArchiveConfig
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        return _file_name(value)  # it names the report and fills {job} in archive names
 
     @field_validator("corpus")
     @classmethod
@@ -156,10 +107,10 @@ class JobConfig(BaseModel):
 
     @field_validator("source")
     @classmethod
-    def _source_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.exists():
+    def _source_exists(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value and not Path(value).exists():
             raise ValueError(f"no such folder or zip: {value}")
-        if value is not None and not (value.is_dir() or value.is_file()):
+        if value is not None and "://" not in value and not (Path(value).is_dir() or Path(value).is_file()):
             raise ValueError(f"{value}: not a regular file or folder; refused")
         return value
 
@@ -170,17 +121,16 @@ class JobConfig(BaseModel):
         return self
 
     @property
-    def input(self) -> Path:
-        """What the job reads: the corpus file or the folder/zip."""
-        path = self.corpus or self.source
-        assert path is not None
-        return path
+    def input(self) -> str:
+        """What the job reads: the corpus file, or the folder, zip or URL of ``source``."""
+        where = self.corpus or self.source
+        assert where is not None
+        return str(where)
 
-    @property
-    def registry_path(self) -> Path:
-        """The registry file: ``registry`` if given, else the corpus file (like ``pipeline export``),
-        else a file in the archive folder."""
-        return self.registry or self.corpus or self.archive.directory / SOURCE_REGISTRY
+    def registry_path(self, default: Path | None) -> Path:
+        """The registry file: ``registry`` if given, else the source's own (``default``: a corpus
+        file keeps its exports, like ``pipeline export``), else a file in the archive folder."""
+        return self.registry or default or self.archive.directory / SOURCE_REGISTRY
 
 
 def key_path(loc: Sequence[str | int]) -> str:
@@ -193,9 +143,11 @@ def key_path(loc: Sequence[str | int]) -> str:
 
 def _describe(error: Mapping[str, Any]) -> str:
     loc = [item for item in error["loc"] if not str(item).startswith(("function-", "union["))]
-    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    unknown = error["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+    message = "unknown key" if unknown else error["msg"]
     message = message.removeprefix("Value error, ")
-    if error["type"] not in ("missing", "extra_forbidden") and not isinstance(error["input"], Mapping):
+    if error["type"] not in ("missing", "missing_argument") and not unknown \
+            and not isinstance(error["input"], Mapping):
         message += f" (got {error['input']!r})"
     return f"{key_path(loc)}: {message}"
 
@@ -248,10 +200,18 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> JobConfig:
     data.setdefault("name", path.stem)
     for override in overrides:
         _assign(data, *parse_override(override))
-    try:
-        return JobConfig.model_validate(data)
+    try:  # through JSON: strict mode then accepts tables for the option dataclasses
+        config = JobConfig.model_validate_json(json.dumps(data, default=str))
     except ValidationError as exc:
         problems = [_describe(e) for e in exc.errors(include_url=False)]
         raise UsageError(f"{path}: " + "; ".join(problems)) from None
     except PipelineError as exc:
         raise UsageError(f"{path}: {exc}") from None
+    for n, output in enumerate(config.outputs):
+        if output.part_ids is not None:
+            raise UsageError(f"{path}: outputs[{n}].part_ids: unknown key")
+        try:
+            writers.get(output.format)
+        except UsageError as exc:
+            raise UsageError(f"{path}: outputs[{n}].format: {exc}") from None
+    return config

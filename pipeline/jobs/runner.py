@@ -8,7 +8,6 @@ killed midway resumes where it stopped: what completed has a matching fingerprin
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -23,26 +22,18 @@ from typing import Any
 
 import anyio
 
-from pipeline import __version__, formats
-from pipeline.archive import Output, remove_stale_partials
-from pipeline.errors import PipelineError, UsageError
-from pipeline.export import (
-    Destination,
-    DocumentFailed,
-    ExportOptions,
-    ExportResult,
-    export_bulk,
-    export_document,
-)
+from pipeline import __version__, sinks, writers
+from pipeline.errors import DocumentError, PipelineError, UsageError
+from pipeline.export import ExportResult, export_bulk, export_document
 from pipeline.jobs.config import JobConfig
 from pipeline.jobs.progress import human_size, progress_for
 from pipeline.logcontext import where
-from pipeline.model import Document, Part
+from pipeline.model import Document, Part, Selection
 from pipeline.naming import slug
+from pipeline.options import ExportOptions
 from pipeline.registry import ExportRecord, Registry
 from pipeline.select import RegionFilter
-from pipeline.sources import XmlSource
-from pipeline.store import Corpus
+from pipeline.sources import Source, StampsImages, open_source
 
 log = logging.getLogger("pipeline")
 
@@ -50,7 +41,6 @@ log = logging.getLogger("pipeline")
 DEFAULT_NAME = "export_doc{document_id}_{slug}_{format}_{date}{time}_{fingerprint}"
 #: rough compressed bytes per line and per part, by archive kind, for ``--dry-run`` estimates
 ESTIMATE = {True: (220, 2_000), False: (60, 0)}
-LOCK_NAME = ".pipeline-job.lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +77,7 @@ class Plan:
     documents: list[Document]
     tasks: list[Task]
     now: datetime
+    registry_path: Path
 
     @property
     def todo(self) -> list[Task]:
@@ -118,12 +109,10 @@ class JobReport:
 # --- planning -----------------------------------------------------------------------------
 
 
-async def _select(corpus: Corpus | XmlSource, config: JobConfig) -> list[Document]:
-    wanted = set(config.select.tags)
-    return [
-        doc async for doc in corpus.documents(config.select.documents)
-        if not wanted or wanted.intersection(doc.tags)
-    ]
+async def _select(source: Source, config: JobConfig) -> list[Document]:
+    documents = config.select.documents
+    selection = Selection(tuple(documents) if documents else None, tuple(config.select.tags))
+    return [doc async for doc in source.documents(selection)]
 
 
 def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> None:
@@ -136,14 +125,14 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
             except UsageError as exc:
                 problems.append(f"outputs[{n}].layer: {exc}")
             try:
-                RegionFilter.parse(output.export_options().regions, doc)
+                RegionFilter.parse(output.regions, doc)
             except UsageError as exc:
                 problems.append(f"outputs[{n}].regions: document {doc.name!r}: {exc}")
     if problems:
         raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
 
 
-async def _scan(corpus: Corpus | XmlSource, document: Document, layer: str) -> Scan:
+async def _scan(corpus: Source, document: Document, layer: str) -> Scan:
     """Digest of everything an export reads: the document, each part (geometry, texts, types...)
     and what identifies each image's bytes (never a temporary path or time, never the bytes)."""
     sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
@@ -157,10 +146,11 @@ async def _scan(corpus: Corpus | XmlSource, document: Document, layer: str) -> S
     return Scan(sha.hexdigest(), parts, lines, image_bytes)
 
 
-def _image_stamp(corpus: Corpus | XmlSource, part: Part) -> tuple[str, int] | None:
-    """The source's stamp of the part's image (zip CRC/size) or the file's size and mtime."""
-    if isinstance(corpus, XmlSource):
-        return corpus.image_stamp(part)
+def _image_stamp(source: Source, part: Part) -> tuple[str, int] | None:
+    """The source's stamp of the part's image (a zip member's CRC and size), else the file's size
+    and mtime."""
+    if isinstance(source, StampsImages):
+        return source.image_stamp(part)
     stat = _stat(part.image_path)
     return (f"{stat.st_size}|{stat.st_mtime_ns}", stat.st_size) if stat else None
 
@@ -178,7 +168,7 @@ def _fingerprint(options: ExportOptions, digests: Sequence[str]) -> str:
 
 
 def _estimate(options: ExportOptions, scan: Scan) -> int:
-    per_line, per_part = ESTIMATE[formats.get(options.format).zipped]
+    per_line, per_part = ESTIMATE[writers.get(options.format).zipped]
     images = scan.image_bytes if options.images else 0
     return images + per_line * scan.lines + per_part * scan.parts
 
@@ -192,30 +182,28 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
     """
     for status in ("complete", "running"):
         for record in registry.find(fingerprint=fingerprint, status=status):
-            if record.path and Path(record.path).parent == directory and Path(record.path).is_file():
+            if record.path and Path(record.path).parent == directory and sinks.exists(record.path):
                 return record
     return None
 
 
 @contextmanager
-def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Corpus | XmlSource]:
-    """The corpus (read-only) or the folder/zip the job reads; ``images=False`` (planning) extracts
-    no image from a zip."""
-    if config.corpus is not None:
-        with Corpus.open(config.corpus, readonly=True) as corpus:
-            yield corpus
-    else:
-        with XmlSource(config.input, images=images and any(o.images for o in config.outputs)) as source:
-            yield source
+def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Source]:
+    """What the job reads, opened read-only: the corpus, or the source by path or URL;
+    ``images=False`` (planning) extracts no image from a zip."""
+    wanted = any(o.images or o.format == "lines" for o in config.outputs)  # line crops need the images
+    with open_source(config.input, images=images and wanted) as source:
+        yield source
 
 
 async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = None) -> Plan:
     """Select, check and fingerprint; mark the tasks whose archive is already up to date.
 
     Writes nothing: without a registry file yet, nothing can be up to date."""
-    registry = Registry(config.registry_path) if config.registry_path.is_file() else None
     directory = config.archive.directory.resolve()
     with open_input(config, images=False) as corpus:
+        registry_path = config.registry_path(corpus.default_registry())
+        registry = Registry(registry_path) if registry_path.is_file() else None
         documents = await _select(corpus, config)
         _check(config, documents, source)
         layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name
@@ -225,7 +213,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
     tasks: list[Task] = []
     bulk = config.archive.mode == "bulk"
     for n, output in enumerate(config.outputs):
-        options = output.export_options()
+        options = output
         groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
         for group in groups:
             if not bulk:  # the layer actually read, so the fingerprint and the registry name it
@@ -237,7 +225,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
             if config.select.changed_only and registry is not None:
                 task.previous = _unchanged(registry, fp, directory)
             tasks.append(task)
-    return Plan(config, documents, tasks, now or datetime.now())
+    return Plan(config, documents, tasks, now or datetime.now(), registry_path)
 
 
 def describe_plan(plan: Plan) -> Iterator[str]:
@@ -249,7 +237,7 @@ def describe_plan(plan: Plan) -> Iterator[str]:
     for doc in plan.documents:
         yield f"  document {doc.id} {doc.name!r}: {doc.part_count} parts, tags {list(doc.tags)}"
     for n, output in enumerate(config.outputs):
-        yield f"  outputs[{n}]: {json.dumps(output.model_dump(), default=str)}"
+        yield f"  outputs[{n}]: {json.dumps(dataclasses.asdict(output), default=str)}"
     for task in plan.tasks:
         state = f"unchanged since export {task.previous.id}" if task.previous else \
             f"export, ~{human_size(task.estimate)}"
@@ -266,19 +254,14 @@ def describe_plan(plan: Plan) -> Iterator[str]:
 def job_lock(directory: Path) -> Iterator[None]:
     """One job per archive folder at a time; then partial files of killed runs (of this job or of
     an export into the same folder) are deleted; those being written by live processes are not."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_NAME, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PipelineError(f"{directory}: another job is writing here") from None
-        for stale in remove_stale_partials(directory):
-            log.info("removed %s, left by an interrupted run", stale.name)
+    with sinks.locked_folder(directory) as removed:
+        for name in removed:
+            log.info("removed %s, left by an interrupted run", name)
         yield
 
 
 def _archive_name(plan: Plan, task: Task) -> str:
-    spec = formats.get(task.options.format)
+    spec = writers.get(task.options.format)
     doc = task.documents[0] if len(task.documents) == 1 else None
     template = plan.config.archive.name or DEFAULT_NAME
     fields = {
@@ -286,7 +269,9 @@ def _archive_name(plan: Plan, task: Task) -> str:
         "slug": slug(doc.name if doc else plan.config.name), "format": spec.tag,
         "date": f"{plan.now:%Y%m%d}", "time": f"{plan.now:%H%M%S}", "fingerprint": task.fingerprint[:12],
     }
-    return f"{template.format(**fields)}.{'zip' if doc is None else spec.ext}"
+    if task.options.lines.unzipped:  # a dataset folder
+        return template.format(**fields)
+    return f"{template.format(**fields)}.{'zip' if doc is None else spec.suffix}"
 
 
 def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict[str, Any]:
@@ -294,23 +279,24 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
     item: dict[str, Any] = {"output": task.output, "format": task.options.format, "documents": docs,
                             "fingerprint": task.fingerprint}
     if result is not None:
-        item |= {"export_id": result.id, "path": str(result.path), "size": result.size,
+        item |= {"export_id": result.id, "path": result.location, "size": result.size,
                  "sha256": result.sha256, "parts": result.parts, "skipped_images": result.report}
     return item | extra
 
 
-async def _export(plan: Plan, task: Task, corpus: Corpus | XmlSource, registry: Registry) -> ExportResult:
+async def _export(plan: Plan, task: Task, source: Source, registry: Registry) -> ExportResult:
     """One archive; in bulk mode a failing document is dropped and the archive rebuilt without it."""
-    destination = Destination("file", plan.config.archive.directory.resolve() / _archive_name(plan, task))
+    directory = plan.config.archive.directory.resolve()
+    target = directory / _archive_name(plan, task)
     if plan.config.archive.mode == "document":
-        return await export_document(corpus, task.documents[0], task.options, destination,
-                                     registry=registry, now=plan.now, fingerprint=task.fingerprint)
-    return await export_bulk(corpus, task.documents, task.options, destination, name=plan.config.name,
-                             registry=registry, now=plan.now, fingerprint=task.fingerprint)
+        return await export_document(source, task.documents[0], task.options, target, registry=registry,
+                                     now=plan.now, fingerprint=task.fingerprint, scratch=directory)
+    return await export_bulk(source, task.documents, task.options, target, name=plan.config.name,
+                             registry=registry, now=plan.now, fingerprint=task.fingerprint, scratch=directory)
 
 
 async def _run_task(
-    plan: Plan, task: Task, corpus: Corpus | XmlSource, registry: Registry, report: JobReport
+    plan: Plan, task: Task, corpus: Source, registry: Registry, report: JobReport
 ) -> int:
     """Export one task, recording the outcome; returns bytes written."""
     started = time.monotonic()
@@ -318,7 +304,7 @@ async def _run_task(
         try:
             result = await _export(plan, task, corpus, registry)
             break
-        except DocumentFailed as exc:  # bulk: drop the document, rebuild without it
+        except DocumentError as exc:  # bulk: drop the document, rebuild without it
             log.error("%s: %s", task.label, exc)
             report.failed.append(_entry(dataclasses.replace(task, documents=(exc.document,)), error=str(exc)))
             task.documents = tuple(d for d in task.documents if d.id != exc.document.id)
@@ -335,8 +321,8 @@ async def _run_task(
 
 def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> None:
     """Retention: keep the newest ``archive.keep`` complete exports of this document/bulk and format
-    in this folder; delete the older ones from disk and registry. An archive that cannot be
-    deleted stays in the registry and is reported (the job then exits 1), the others go."""
+    in this folder; delete the older ones from their destination and the registry. An archive that
+    cannot be deleted stays in the registry and is reported (the job then exits 1), the others go."""
     keep = plan.config.archive.keep
     if keep is None:
         return
@@ -345,15 +331,15 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
     records = [
         r for r in registry.find(document_id=doc.id if doc else None,
                                  document_name=doc.name if doc else plan.config.name,
-                                 format=formats.get(task.options.format).name, status="complete")
+                                 format=writers.get(task.options.format).name, status="complete")
         if r.path and Path(r.path).parent == directory
     ]
     kept = {r.path for r in records[:keep]}
     gone = []
     for record in records[keep:]:
-        if record.path not in kept:
+        if record.path and record.path not in kept:
             try:
-                Path(record.path).unlink(missing_ok=True)
+                sinks.remove(record.path)
             except OSError as exc:
                 log.error("%s: could not prune %s: %s", task.label, record.path, exc.strerror or exc)
                 report.prune_failed.append({"path": record.path, "error": str(exc.strerror or exc)})
@@ -366,9 +352,13 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
 def write_report(report: JobReport, directory: Path) -> Path:
     """``<job>-report.json`` next to the archives, replaced atomically."""
     path = directory / f"{report.job}-report.json"
-    with Output(path) as out:
-        out.write(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False).encode())
-        out.commit()
+    sink = sinks.open_sink(path)
+    try:
+        sink.write(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False).encode())
+    except BaseException:
+        sink.abort()
+        raise
+    sink.commit()
     return path
 
 
@@ -379,7 +369,7 @@ async def run_job(plan: Plan) -> tuple[JobReport, Path]:
     report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
-    registry = Registry(config.registry_path)
+    registry = Registry(plan.registry_path)
     for task in plan.tasks:
         if task.previous is not None:
             if task.previous.status == "running":

@@ -23,18 +23,17 @@ from types import TracebackType
 from typing import IO
 
 import anyio.to_thread
-import pyvips
 
-from pipeline.errors import PipelineError, UsageError
-from pipeline.model import Document, Layer, Line, Part, Region, Typology
+from pipeline import ns
+from pipeline.errors import SourceError, UsageError
+from pipeline.model import Document, Layer, Line, Part, Region, Selection, Typology
 from pipeline.safezip import Limits, SafeZip, refuse_special
 from pipeline.sources.mets import read_mets
 from pipeline.sources.xml import PageData, XmlError, read_page, root_kind
+from pipeline.vips import image_size, stream_image_size
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".jp2", ".j2k", ".jpx", ".webp", ".gif", ".bmp"}
-)
-METS_NAME = "mets.xml"
+IMAGE_SUFFIXES = ns.IMAGE_SUFFIXES
+_METS = ns.METS_NAME.lower()
 DEFAULT_LIMITS = Limits()
 #: eScriptorium's default layer name of an import, by what described the pages (spec 1.2)
 DEFAULT_LAYERS = {"mets": "METS Import", "alto": "Default ALTO Import", "page": "Default PAGE Import"}
@@ -108,10 +107,10 @@ class Bundle:
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 self._images.setdefault((str(p.parent), p.stem.lower()), name)
                 self._images.setdefault((str(p.parent), p.name.lower()), name)
-        mets = sorted((m for m in members if PurePosixPath(m).name.lower() == METS_NAME), key=_depth)
+        mets = sorted((m for m in members if PurePosixPath(m).name.lower() == _METS), key=_depth)
         self.pages, self.kind = self._from_mets(mets[0]) if mets else self._from_names(members)
         if not self.pages:
-            raise PipelineError(f"{path}: no ALTO or PAGE file found")
+            raise SourceError(f"{path}: no ALTO or PAGE file found")
 
     @property
     def name(self) -> str:
@@ -135,7 +134,7 @@ class Bundle:
     def _resolve(self, base: PurePosixPath, href: str, mets: str) -> str:
         name = str(base / href) if str(base) != "." else href
         if name not in self._members and href not in self._members:
-            raise PipelineError(f"{self.path}: {mets} names {href!r}, which is not there")
+            raise SourceError(f"{self.path}: {mets} names {href!r}, which is not there")
         return name if name in self._members else href
 
     def _from_names(self, members: Iterable[str]) -> tuple[list[PageFile], str]:
@@ -207,9 +206,9 @@ class Bundle:
         """An image member's width and height from its header, without extracting it."""
         path = self._store.local_path(member)
         if path is not None:
-            return header_size(path)
+            return image_size(path)
         with self._store.open(member) as stream:
-            return stream_header_size(stream, f"{self.path}: {member}")
+            return stream_image_size(stream, f"{self.path}: {member}")
 
     def close(self) -> None:
         self._store.close()
@@ -223,29 +222,6 @@ class Bundle:
 
 def _depth(name: str) -> tuple[int, str]:
     return name.count("/"), name
-
-
-def header_size(path: Path) -> tuple[int, int]:
-    """Image width and height from the header only: libvips opens lazily and decodes no pixels."""
-    try:
-        image = pyvips.Image.new_from_file(str(path))
-        return image.width, image.height
-    except pyvips.Error as exc:
-        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
-    # raised outside the handler, so no traceback keeps libvips' objects (and their warnings) alive
-    raise PipelineError(f"{path}: not a readable image ({reason})")
-
-
-def stream_header_size(stream: IO[bytes], what: str) -> tuple[int, int]:
-    """Image width and height from the start of a stream: libvips reads as far as the header."""
-    source = pyvips.SourceCustom()
-    source.on_read(stream.read)
-    try:
-        image = pyvips.Image.new_from_source(source, "", access="sequential")
-    except pyvips.Error as exc:
-        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
-        raise PipelineError(f"{what}: not a readable image ({reason})") from None
-    return image.width, image.height
 
 
 # --- export source ---------------------------------------------------------------------------------
@@ -325,8 +301,32 @@ class XmlSource:
     ) -> None:
         self.close()
 
-    async def document(self) -> Document:
-        """The document: name from the path, one layer, the types of a first pass over every page."""
+    # -- the Source protocol ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return str(self.bundle.path.resolve())
+
+    def display(self) -> str:
+        return f"{'zip' if self.bundle.is_zip else 'folder'} {self.bundle.path}"
+
+    def default_registry(self) -> Path | None:
+        """Nothing of its own: exports of a folder or zip are recorded where the caller says."""
+        return None
+
+    async def part_ids(self, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
+        """Part ids are the page numbers; UsageError naming pages past the end."""
+        beyond = [p for p in pages if not 1 <= p <= document.part_count]
+        if beyond:
+            raise UsageError(f"no page {', '.join(map(str, beyond))} in {self.bundle.path}, which has "
+                             f"{document.part_count} pages")
+        return tuple(pages)
+
+    async def document(self, ref: str | int | None = None) -> Document:
+        """The document: name from the path, one layer, the types of a first pass over every page;
+        ``ref`` (if given) must be its id or name."""
+        if ref is not None:
+            return await anext(self.documents(Selection((ref,))))
         await anyio.to_thread.run_sync(self._scan_types)
         blocks, lines = self._block_types.all(), self._line_types.all()
         return Document(
@@ -334,15 +334,17 @@ class XmlSource:
             block_types=blocks, layers=(Layer(1, self.layer),), part_count=len(self.bundle.pages),
         )
 
-    async def documents(self, refs: Sequence[str | int] | None = None) -> AsyncIterator[Document]:
+    async def documents(self, selection: Selection | None = None) -> AsyncIterator[Document]:
         """The one document, as a corpus lists its documents (jobs select the same way); a ref that
         is neither its id nor its name is a UsageError."""
+        selection = selection or Selection()
         document = await self.document()
-        for ref in refs or ():
+        for ref in selection.documents or ():
             if str(ref) not in (str(document.id), document.name):
                 raise UsageError(f"{self.bundle.path}: no document {ref!r} (this source holds "
                                  f"{document.id} {document.name!r})")
-        yield document
+        if selection.keeps(document):
+            yield document
 
     def _scan_types(self) -> None:
         for page in self.bundle.pages:

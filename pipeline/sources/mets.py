@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
+from pipeline import ns
 from pipeline.sources.xml import XmlError, iterparse_secure, local_name
 
-XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+XLINK_HREF = f"{{{ns.XLINK}}}href"
 
 
 @dataclass(frozen=True, slots=True)

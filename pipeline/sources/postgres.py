@@ -20,11 +20,10 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from itertools import chain
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,16 +33,20 @@ from psycopg import AsyncConnection, IsolationLevel
 from psycopg.types.string import TextLoader
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.imagesizes import ImageSizeCache, Size
-from pipeline.model import Document, Layer, Line, Part, Polygon, Region, Taxonomy, TextAnnotation, Typology
+from pipeline.imagesizes import ImageSizeCache
+from pipeline.model import Document, Layer, Part
 from pipeline.registry import default_registry
-from pipeline.sources import sql
-from pipeline.store.reader import polygons
+from pipeline.sources import rows, sql
+from pipeline.sources.rows import Row
 
 #: URL schemes this source opens
 SCHEMES = ("postgresql", "postgres")
 #: parts read per page (one statement each for parts, blocks, lines, annotations, metadata)
 PART_PAGE = 64
+#: parts in the first page, before the parts' line count is known
+FIRST_PAGE = 16
+#: lines of rows a page of parts holds at most (fewer parts per page when parts have many lines)
+PAGE_LINES = 8192
 #: documents listed per statement
 DOCUMENT_PAGE = 64
 #: seconds to wait for a server before giving up (libpq's ``connect_timeout``)
@@ -145,6 +148,10 @@ class PostgresSource:
 
     def display(self) -> str:
         return redact(self.url)
+
+    def default_registry(self) -> Path:
+        """Our SQLite file, never the database: exports and the image size cache live there."""
+        return self.registry
 
     def __str__(self) -> str:
         return self.display()
@@ -277,26 +284,13 @@ class PostgresSource:
         return rows[0][0]
 
     async def _load(self, conn: AsyncConnection[Any], doc_id: int) -> Document:
-        p = {"doc": doc_id}
-        rows = await self._all(conn, sql.DOCUMENT, p)
-        if not rows:
+        results = [
+            await self._all(conn, statement, {"doc": doc_id}) for statement in rows.DOCUMENT_STATEMENTS
+        ]
+        document = rows.document(results)
+        if document is None:
             raise UsageError(f"no document {doc_id} in {self.display()}")
-        (did, name, created, updated) = rows[0]
-        layers = await self._all(conn, sql.LAYERS, p)
-        (count,) = (await self._all(conn, sql.PART_COUNT, p))[0]
-        return Document(
-            id=did,
-            name=name,
-            created_at=created,
-            updated_at=updated,
-            valid_block_types=_types(await self._all(conn, sql.VALID_BLOCK_TYPES, p)),
-            valid_line_types=_types(await self._all(conn, sql.VALID_LINE_TYPES, p)),
-            block_types=_types(await self._all(conn, sql.USED_BLOCK_TYPES, p)),
-            layers=tuple(Layer(i, n, bool(a)) for i, n, a in layers),
-            tags=tuple(t for (t,) in await self._all(conn, sql.TAGS, p)),
-            metadata=tuple((k, v) for k, v in await self._all(conn, sql.DOCUMENT_METADATA, p)),
-            part_count=count,
-        )
+        return document
 
     async def part_ids(self, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
         """The ids of the parts at 1-based page numbers, in part order; UsageError past the end."""
@@ -342,21 +336,22 @@ class PostgresSource:
             await builder.prepare(conn)
             if part_ids:
                 ordered = await self._ordered(conn, document, part_ids)
-                chunks = [ordered[i : i + self.part_page] for i in range(0, len(ordered), self.part_page)]
+                start = 0
 
-                async def next_rows(done: int, _: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-                    if done >= len(chunks):
-                        return []
-                    ids = chunks[done]
-                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}, ids=len(ids))
+                async def next_rows(done: int, _: list[Row]) -> list[Row]:
+                    nonlocal start
+                    ids = ordered[start : start + builder.page_size()]
+                    start += len(ids)
+                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}, ids=len(ids)) if ids else []
             else:
-                params: dict[str, Any] = {"doc": document.id, "limit": self.part_page}
+                params: dict[str, Any] = {"doc": document.id, "limit": min(FIRST_PAGE, self.part_page)}
 
-                async def next_rows(done: int, last: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+                async def next_rows(done: int, last: list[Row]) -> list[Row]:
                     if done == 0:
                         return await self._all(conn, sql.PARTS_FIRST, params)
-                    if len(last) < self.part_page:
+                    if len(last) < params["limit"]:
                         return []
+                    params["limit"] = builder.page_size()
                     return await self._all(
                         conn, sql.PARTS_AFTER, params | {"order": last[-1][2], "id": last[-1][0]}
                     )
@@ -405,37 +400,19 @@ def _state(value: str | int) -> int:
         ) from None
 
 
-def _types(rows: Iterable[tuple[Any, ...]]) -> tuple[Typology, ...]:
-    return tuple(Typology(i, n) for i, n in rows)
+def _under(media_root: Path | None, image: str | None) -> Path | None:
+    """Where a part's image is: its stored path under the media root; None when there is none or
+    when the path would lead outside it (absolute, ``..``): never a file elsewhere on this machine."""
+    if media_root is None or not image:
+        return None
+    relative = PurePosixPath(image)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in image:
+        return None
+    return media_root / relative
 
 
-def _grouped(rows: list[tuple[Any, ...]]) -> dict[int, list[tuple[Any, ...]]]:
-    """Rows keyed by their first column (the part id), in row order."""
-    groups: dict[int, list[tuple[Any, ...]]] = {}
-    for row in rows:
-        groups.setdefault(row[0], []).append(row)
-    return groups
-
-
-_NUMBERS = frozenset((int, float))
-#: JSON text of nothing but numbers in lists (checked first: it is far cheaper than the values)
-_NUMERIC_JSON = re.compile(r"[\[\]0-9.,eE+\- \t\r\n]*")
-
-
-@dataclass(frozen=True, slots=True)
-class _Page:
-    """The rows of one page of parts, fetched, not yet built."""
-
-    rows: list[tuple[Any, ...]]
-    paths: list[Path | None]
-    sizes: list[Size]
-    blocks: list[tuple[Any, ...]]
-    lines: list[tuple[Any, ...]]
-    notes: list[tuple[Any, ...]]
-    metadata: list[tuple[Any, ...]]
-
-
-RowsAfter = Callable[[int, list[tuple[Any, ...]]], Awaitable[list[tuple[Any, ...]]]]
+#: ``next_rows(pages_done, last_page_rows)``: the next page's part rows, [] when done
+RowsAfter = Callable[[int, list[Row]], Awaitable[list[Row]]]
 
 
 async def _read_ahead(
@@ -444,18 +421,18 @@ async def _read_ahead(
     """Parts page by page, the next page fetched while this one is built and consumed: the server
     works in its own process meanwhile, so its time is hidden behind rendering."""
 
-    async def step(done: int, rows: list[tuple[Any, ...]]) -> tuple[_Page, list[tuple[Any, ...]]]:
-        page = await builder.fetch(conn, rows)
-        return page, await next_rows(done + 1, rows)
+    async def step(done: int, batch: list[Row]) -> tuple[rows.Page, list[Row]]:
+        page = await builder.fetch(conn, batch)
+        return page, await next_rows(done + 1, batch)
 
-    rows = await next_rows(0, [])
-    task = asyncio.ensure_future(step(0, rows)) if rows else None
+    batch = await next_rows(0, [])
+    task = asyncio.ensure_future(step(0, batch)) if batch else None
     done = 0
     try:
         while task is not None:
-            page, rows = await task
+            page, batch = await task
             done += 1
-            task = asyncio.ensure_future(step(done, rows)) if rows else None
+            task = asyncio.ensure_future(step(done, batch)) if batch else None
             for part in await anyio.to_thread.run_sync(builder.build, page):
                 yield part
     finally:
@@ -469,164 +446,48 @@ async def _read_ahead(
 
 
 class _Builder:
-    """Builds one document's parts a page of part rows at a time (five statements a page)."""
+    """Fetches one document's parts a page of part rows at a time (five statements a page); the
+    rows become parts in :class:`~pipeline.sources.rows.PartBuilder`."""
 
     def __init__(self, source: PostgresSource, document: Document, layer: Layer, annotations: bool) -> None:
         self.source, self.document, self.layer, self.annotations = source, document, layer, annotations
-        self.block_types: dict[int, Typology] = {}
-        self.line_types: dict[int, Typology] = {}
-        self.taxonomies: dict[int, Taxonomy] = {}
+        self.parts = rows.PartBuilder(document, (), ())
+        self.lines_per_part = 0.0
 
     async def prepare(self, conn: AsyncConnection[Any]) -> None:
-        self.block_types = {i: Typology(i, n) for i, n in await PostgresSource._all(conn, sql.BLOCK_TYPES)}
-        self.line_types = {i: Typology(i, n) for i, n in await PostgresSource._all(conn, sql.LINE_TYPES)}
-        if self.annotations:
-            rows = await PostgresSource._all(conn, sql.TAXONOMIES, {"doc": self.document.id})
-            self.taxonomies = {r[0]: Taxonomy(*r) for r in rows}
+        taxonomies = (
+            await PostgresSource._all(conn, sql.TAXONOMIES, {"doc": self.document.id})
+            if self.annotations
+            else []
+        )
+        self.parts = rows.PartBuilder(
+            self.document,
+            await PostgresSource._all(conn, sql.BLOCK_TYPES),
+            await PostgresSource._all(conn, sql.LINE_TYPES),
+            taxonomies,
+        )
 
-    async def fetch(self, conn: AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> _Page:
+    async def fetch(self, conn: AsyncConnection[Any], part_rows: list[Row]) -> rows.Page:
         """What a page of part rows needs: four statements and the image sizes (I/O only)."""
-        ids = [r[0] for r in rows]
+        ids = [r[0] for r in part_rows]
         params = {"parts": ids, "layer": self.layer.id}
         n = len(ids)
         blocks = await PostgresSource._all(conn, sql.BLOCKS, params, parts=n)
         lines = await PostgresSource._all(conn, sql.LINES, params, parts=n)
         notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params, parts=n) if self.annotations else []
         metadata = await PostgresSource._all(conn, sql.PART_METADATA, params, parts=n)
-        media = self.source.media_root
-        paths = [media / r[4] if media is not None and r[4] else None for r in rows]
+        self.lines_per_part = len(lines) / max(1, n)
+        paths = [_under(self.source.media_root, r[4]) for r in part_rows]
         sizes = await anyio.to_thread.run_sync(self.source.sizes.sizes, paths)
-        return _Page(rows, paths, sizes, blocks, lines, notes, metadata)
+        return rows.Page(part_rows, paths, sizes, blocks, lines, notes, metadata)
 
-    def build(self, page: _Page) -> list[Part]:
+    def page_size(self) -> int:
+        """Parts in the next page: ``part_page``, fewer for pages of many lines (seen on the last
+        page), so memory holds about :data:`PAGE_LINES` lines of rows whatever the pages hold."""
+        if self.lines_per_part <= 0:
+            return min(FIRST_PAGE, self.source.part_page)
+        return max(1, min(self.source.part_page, int(PAGE_LINES / self.lines_per_part)))
+
+    def build(self, page: rows.Page) -> list[Part]:
         """The page's parts (CPU only: run in a worker thread while the next page is fetched)."""
-        blocks, lines = _grouped(page.blocks), _grouped(page.lines)
-        notes, metadata = _grouped(page.notes), _grouped(page.metadata)
-        return [
-            self._part(
-                row,
-                path,
-                size,
-                blocks.get(row[0], ()),
-                lines.get(row[0], ()),
-                notes.get(row[0], ()),
-                metadata.get(row[0], ()),
-            )
-            for row, path, size in zip(page.rows, page.paths, page.sizes, strict=True)
-        ]
-
-    def _where(self, order: int, part_id: int) -> str:
-        return f"document {self.document.id} ({self.document.name!r}), part {order + 1} (id {part_id})"
-
-    def _part(
-        self,
-        row: tuple[Any, ...],
-        path: Path | None,
-        size: tuple[int, int] | str,
-        blocks: Sequence[tuple[Any, ...]],
-        lines: Sequence[tuple[Any, ...]],
-        notes: Sequence[tuple[Any, ...]],
-        metadata: Sequence[tuple[Any, ...]],
-    ) -> Part:
-        pid, doc_id, order, name, image, original, source, ptype, created, updated = row
-        width, height = size if not isinstance(size, str) else (0, 0)
-        where = self._where(order, pid)
-        return Part(
-            id=pid,
-            document_id=doc_id,
-            order=order,
-            image=image,
-            width=width,
-            height=height,
-            name=name,
-            original_filename=original,
-            source=source,
-            typology=ptype,
-            created_at=created,
-            updated_at=updated,
-            image_path=str(path) if path is not None else None,
-            regions=self._regions(blocks, where),
-            lines=self._lines(lines, where),
-            annotations=self._annotations(notes),
-            metadata=tuple((k, v) for _, k, v in metadata),
-        )
-
-    def _regions(self, rows: Sequence[tuple[Any, ...]], where: str) -> tuple[Region, ...]:
-        boxes = _shapes([r[3] for r in rows], lambda i: f"{where}, block {rows[i][1]}")
-        return tuple(
-            Region(
-                id=bid,
-                order=order,
-                box=box or (),
-                type=self.block_types.get(type_id) if type_id is not None else None,
-                external_id=ext,
-            )
-            for (_, bid, order, _, type_id, ext), box in zip(rows, boxes, strict=True)
-        )
-
-    def _lines(self, rows: Sequence[tuple[Any, ...]], where: str) -> tuple[Line, ...]:
-        shapes = _shapes(
-            [t for r in rows for t in (r[3], r[4])], lambda i: f"{where}, line {rows[i // 2][1]}"
-        )
-        return tuple(
-            Line(
-                id=lid,
-                order=order,
-                baseline=shapes[2 * i],
-                mask=shapes[2 * i + 1],
-                region_id=block_id,
-                type=self.line_types.get(type_id) if type_id is not None else None,
-                external_id=ext,
-                text=content,
-                confidence=confidence,
-            )
-            for i, (_, lid, order, _, _, block_id, type_id, ext, content, confidence) in enumerate(rows)
-        )
-
-    def _annotations(self, rows: Sequence[tuple[Any, ...]]) -> tuple[TextAnnotation, ...]:
-        """One annotation per id, its component values joined by ``"; "`` (rows come one per value)."""
-        result: list[TextAnnotation] = []
-        for aid, group in _by_annotation(rows):
-            _, _, tax_id, sl, so, el, eo, comments, _ = group[0]
-            values = [r[8] for r in group if r[8] is not None]
-            result.append(
-                TextAnnotation(
-                    id=aid,
-                    taxonomy=self.taxonomies[tax_id],
-                    start_line_id=sl,
-                    start_offset=so,
-                    end_line_id=el,
-                    end_offset=eo,
-                    value="; ".join(values) if values else None,
-                    comments=tuple(str(c) for c in comments or ()),
-                )
-            )
-        return tuple(result)
-
-
-def _by_annotation(rows: Sequence[tuple[Any, ...]]) -> Iterable[tuple[int, list[tuple[Any, ...]]]]:
-    group: list[tuple[Any, ...]] = []
-    for row in rows:
-        if group and row[1] != group[0][1]:
-            yield group[0][1], group
-            group = []
-        group.append(row)
-    if group:
-        yield group[0][1], group
-
-
-def _shapes(texts: Sequence[str | None], what: Callable[[int], str]) -> list[Polygon | None]:
-    """Point lists from jsonb text (one decoder call for all), each a list of number pairs or
-    CorpusError naming document, part and block or line."""
-    try:
-        shapes = polygons(texts, what)
-    except CorpusError as exc:
-        raise CorpusError(f"{exc}: geometry is not a list of number pairs") from None
-    if _NUMERIC_JSON.fullmatch("".join(t for t in texts if t is not None)):
-        return shapes
-    for i, shape in enumerate(shapes):
-        if shape and not set(map(type, chain.from_iterable(shape))) <= _NUMBERS:
-            raise CorpusError(
-                f"bad polygon in {what(i)}: {str(texts[i])[:80]!r}: geometry is not a list of number pairs"
-            )
-    return shapes
+        return self.parts.build(page)

@@ -20,14 +20,15 @@ from typing import IO
 
 from lxml import etree
 
-from pipeline.errors import PipelineError
+from pipeline import ns
+from pipeline.errors import SourceError
 from pipeline.model import Polygon, bbox
 from pipeline.validate import PARSER_OPTIONS, syntax_message
 
 log = logging.getLogger("pipeline")
 
 #: block ids eScriptorium writes for the region of orphan lines: its lines get no block
-DUMMY_PREFIX = "eSc_dummyblock_"
+DUMMY_PREFIX = ns.DUMMY_BLOCK
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 #: the largest page width or height believed (libvips' own limit on an image side)
 MAX_PAGE_SIZE = 10_000_000
@@ -36,7 +37,7 @@ _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _TAG_KINDS = {"BT": "block", "LT": "line", "block": "block", "line": "line"}
 
 
-class XmlError(PipelineError):
+class XmlError(SourceError):
     """A page file that is not well-formed, not ALTO/PAGE, or holds unusable values."""
 
 

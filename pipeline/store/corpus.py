@@ -20,8 +20,9 @@ from typing import TypeVar
 import anyio.to_thread
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.model import Document, Part
+from pipeline.model import Document, Part, Selection
 from pipeline.store import reader
+from pipeline.store.dialect import SQLITE, Db
 from pipeline.store.schema import DDL, SCHEMA_VERSION, SQLITE_MAGIC
 from pipeline.store.writer import CorpusWriter
 
@@ -46,10 +47,18 @@ def _read_only_uri(path: Path) -> str:
 
 
 def _inspect(path: Path) -> int:
-    """Check an existing non-empty file without writing to it; returns its number of documents."""
+    """Check an existing non-empty file without writing to it; returns its number of documents.
+
+    The one write it may cause: a process killed while writing the file (an export recording
+    itself in the registry) leaves a hot journal that a read-only connection cannot roll back,
+    so SQLite is let to roll it back once, as it would on any read-write open."""
     with path.open("rb") as handle:
         if handle.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             raise CorpusError(f"{path}: not an SQLite database, so not a corpus file")
+    journal = path.with_name(path.name + "-journal")
+    if journal.is_file() and journal.stat().st_size:
+        with contextlib.closing(sqlite3.connect(path)) as conn, contextlib.suppress(sqlite3.DatabaseError):
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     try:
         with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True)) as conn:
             has_meta = conn.execute(
@@ -92,6 +101,7 @@ class Corpus:
     def __init__(self, path: Path, connection: sqlite3.Connection, media_root: Path) -> None:
         self.path = path
         self.connection = connection
+        self._db = Db(connection, SQLITE)
         self.media_root = media_root
         self._lock = threading.Lock()
 
@@ -145,26 +155,57 @@ class Corpus:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def documents(self, refs: Sequence[str | int] | None = None) -> AsyncIterator[Document]:
-        """All documents by id, or those named by id or exact name (UsageError for a ref matching none)."""
+    # -- the Source protocol ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Reopens this corpus with ``open_source`` (read-only), from any process on this machine."""
+        return str(self.path.resolve())
+
+    def display(self) -> str:
+        return f"corpus {self.path}"
+
+    def default_registry(self) -> Path:
+        """Exports of a corpus are recorded in the corpus file itself."""
+        return self.path
+
+    async def documents(
+        self, selection: Selection | Sequence[str | int] | None = None
+    ) -> AsyncIterator[Document]:
+        """All documents by id, or those named by id or exact name (UsageError for a ref matching
+        none), with any of the selection's tags."""
+        if not isinstance(selection, Selection):
+            selection = Selection(tuple(selection) if selection else None)
+        async for document in self._documents(selection.documents):
+            if selection.keeps(document):
+                yield document
+
+    async def _documents(self, refs: Sequence[str | int] | None) -> AsyncIterator[Document]:
         if refs:
-            for doc_id in await self._run(reader.resolve_documents, self.connection, refs, self.path):
-                yield await self._run(reader.load_document, self.connection, doc_id)
+            for doc_id in await self._run(reader.resolve_documents, self._db, refs, self.path):
+                yield await self._run(reader.load_document, self._db, doc_id)
             return
         after = 0
-        while page := await self._run(reader.document_ids_after, self.connection, after, DOCUMENT_PAGE):
+        while page := await self._run(reader.document_ids_after, self._db, after, DOCUMENT_PAGE):
             for doc_id in page:
-                yield await self._run(reader.load_document, self.connection, doc_id)
+                yield await self._run(reader.load_document, self._db, doc_id)
             after = page[-1]
 
-    async def document(self, ref: str | int) -> Document:
-        """One document by id or exact name; UsageError if unknown or if the name is ambiguous."""
-        doc_id = await self._run(reader.find_document, self.connection, ref, self.path)
-        return await self._run(reader.load_document, self.connection, doc_id)
+    async def document(self, ref: str | int | None = None) -> Document:
+        """One document by id or exact name (None: the corpus's only document); UsageError if
+        unknown or if the name is ambiguous."""
+        if ref is None:
+            ids = await self._run(reader.document_ids_after, self._db, 0, 2)
+            if len(ids) != 1:
+                raise UsageError(f"corpus {self.path} holds {len(ids) or 'no'}{'+' if ids else ''} "
+                                 "documents: name one (an id or exact name)")
+            ref = ids[0]
+        doc_id = await self._run(reader.find_document, self._db, ref, self.path)
+        return await self._run(reader.load_document, self._db, doc_id)
 
     async def part_ids(self, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
         """The ids of the parts at 1-based page numbers (CLI ``--parts 1-10``), in part order."""
-        return await self._run(reader.ids_at_pages, self.connection, document, pages)
+        return await self._run(reader.ids_at_pages, self._db, document, pages)
 
     async def parts(
         self,
@@ -188,7 +229,7 @@ class Corpus:
             where = f"document {document.id} ({document.name!r})"
             raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
         query = reader.PartQuery(document, chosen, annotations)
-        parts = await self._run(reader.PartReader, self.connection, query, self.media_root)
+        parts = await self._run(reader.PartReader, self._db, query, self.media_root)
         if part_ids:
             ordered = await self._run(parts.check_part_ids, part_ids)
             for start in range(0, len(ordered), reader.PART_PAGE):

@@ -2,23 +2,24 @@
 
 Every statement reads named columns only (``core_linetranscription`` carries big JSON history
 columns), quotes ``"order"``, orders NULLs explicitly and uses no JSON operators, so the same SQL
-can run against eScriptorium's PostgreSQL (spec 1.4). A part costs a constant number of
-statements whatever its size: blocks, lines, annotations, metadata.
+runs against eScriptorium's PostgreSQL (spec 1.4): what differs between the two databases is
+the :class:`~pipeline.store.dialect.Dialect` of the :class:`~pipeline.store.dialect.Db` given.
+A part costs a constant number of statements whatever its size: blocks, lines, annotations,
+metadata.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import pyvips
-
-from pipeline.errors import CorpusError, UsageError
-from pipeline.model import Document, Layer, Line, Part, Polygon, Region, Taxonomy, TextAnnotation, Typology
+from pipeline.errors import CorpusError, SourceError, UsageError
+from pipeline.model import Document, Layer, Line, Part, Region, Taxonomy, TextAnnotation, Typology
+from pipeline.store.dialect import Db
+from pipeline.vips import image_size
 
 #: part rows fetched per statement: enough to amortise the query, small enough to stay flat
 PART_PAGE = 64
@@ -27,10 +28,10 @@ ID_CHUNK = 500
 
 _PART_COLUMNS = """
     SELECT p.id, p.document_id, p."order", p.name, p.image, p.original_filename, p.source,
-           pt.name, p.created_at, p.updated_at, s.width, s.height
+           pt.name, p.created_at, p.updated_at, {sizes}
     FROM core_documentpart p
     LEFT JOIN core_documentparttype pt ON pt.id = p.typology_id
-    LEFT JOIN pipeline_image_size s ON s.part_id = p.id
+    {size_join}
 """
 
 _BLOCKS = """
@@ -70,56 +71,7 @@ _PART_METADATA = """
 """
 
 
-def timestamp(value: str | None) -> datetime | None:
-    """Parse a stored ISO 8601 timestamp; the store writes them with an offset."""
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise CorpusError(f"bad timestamp {value!r} in corpus") from exc
-
-
-def polygon(text: str | None, what: str) -> Polygon | None:
-    """Parse a JSON point list ``[[x, y], ...]``; NULL or ``[]`` give None."""
-    return polygons([text], lambda _: what)[0]
-
-
-def polygons(texts: Sequence[str | None], what: Callable[[int], str]) -> list[Polygon | None]:
-    """Parse many JSON point lists with one decoder call (a part's worth: the per-call overhead of
-    ``json.loads`` is most of the cost of small polygons); NULL or ``[]`` give None.
-    ``what(i)`` names the i-th one in an error."""
-    try:
-        decoded = json.loads(f"[{','.join('null' if t is None else t for t in texts)}]")
-        if len(decoded) != len(texts):
-            raise ValueError("a polygon is not one JSON value")
-    except ValueError as exc:
-        bad = next((i for i, t in enumerate(texts) if t is not None and not _is_json(t)), 0)
-        raise CorpusError(f"bad polygon in {what(bad)}: {str(texts[bad])[:80]!r}") from exc
-    result: list[Polygon | None] = []
-    for i, points in enumerate(decoded):
-        if points is None:
-            result.append(None)
-            continue
-        try:
-            shaped = tuple(map(tuple, points))
-        except TypeError:
-            shaped = ((),)
-        if shaped and set(map(len, shaped)) != {2}:
-            raise CorpusError(f"bad polygon in {what(i)}: {str(texts[i])[:80]!r}")
-        result.append(shaped or None)
-    return result
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _typologies(conn: sqlite3.Connection, sql: str) -> Iterable[tuple[int, Typology]]:
+def _typologies(conn: Db, sql: str) -> Iterable[tuple[int, Typology]]:
     return ((i, Typology(i, n)) for i, n in conn.execute(sql))
 
 
@@ -132,7 +84,7 @@ def _marks(ids: Sequence[int]) -> str:
     return ", ".join("?" * len(ids))
 
 
-def resolve_documents(conn: sqlite3.Connection, refs: Sequence[str | int], corpus: Path) -> list[int]:
+def resolve_documents(conn: Db, refs: Sequence[str | int], corpus: Path) -> list[int]:
     """Ids of the documents named by id or exact name, ascending; UsageError for a ref matching none.
 
     An all-digit ref is an id first, then a name. A name shared by several documents selects them all.
@@ -155,13 +107,13 @@ def resolve_documents(conn: sqlite3.Connection, refs: Sequence[str | int], corpu
     return sorted(found)
 
 
-def document_ids_after(conn: sqlite3.Connection, after: int, limit: int) -> list[int]:
+def document_ids_after(conn: Db, after: int, limit: int) -> list[int]:
     """One keyset page of document ids."""
     sql = "SELECT d.id FROM core_document d WHERE d.id > ? ORDER BY d.id LIMIT ?"
     return [row[0] for row in conn.execute(sql, (after, limit))]
 
 
-def load_document(conn: sqlite3.Connection, doc_id: int) -> Document:
+def load_document(conn: Db, doc_id: int) -> Document:
     """A document with its ontology, layers, tags, metadata and part count (no parts)."""
     row = conn.execute(
         "SELECT d.id, d.name, d.created_at, d.updated_at FROM core_document d WHERE d.id = ?", (doc_id,)
@@ -210,8 +162,8 @@ def load_document(conn: sqlite3.Connection, doc_id: int) -> Document:
     return Document(
         id=row[0],
         name=row[1],
-        created_at=timestamp(row[2]),
-        updated_at=timestamp(row[3]),
+        created_at=conn.dialect.timestamp(row[2]),
+        updated_at=conn.dialect.timestamp(row[3]),
         valid_block_types=tuple(Typology(i, n) for i, n in valid_blocks),
         valid_line_types=tuple(Typology(i, n) for i, n in valid_lines),
         block_types=tuple(Typology(i, n) for i, n in block_types),
@@ -222,7 +174,7 @@ def load_document(conn: sqlite3.Connection, doc_id: int) -> Document:
     )
 
 
-def find_document(conn: sqlite3.Connection, ref: str | int, corpus: Path) -> int:
+def find_document(conn: Db, ref: str | int, corpus: Path) -> int:
     """The id of one document by id or exact name; UsageError if unknown or ambiguous."""
     text = str(ref)
     if text.isdigit():
@@ -238,7 +190,7 @@ def find_document(conn: sqlite3.Connection, ref: str | int, corpus: Path) -> int
     return rows[0][0]
 
 
-def ids_at_pages(conn: sqlite3.Connection, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
+def ids_at_pages(conn: Db, document: Document, pages: Sequence[int]) -> tuple[int, ...]:
     """Part ids at 1-based positions in part order; UsageError naming pages past the end."""
     wanted = set(pages)
     found: list[int] = []
@@ -273,8 +225,10 @@ class PartReader:
     Typologies and taxonomies are loaded once, at construction; nothing else is kept between parts.
     """
 
-    def __init__(self, conn: sqlite3.Connection, query: PartQuery, media_root: Path) -> None:
+    def __init__(self, conn: Db, query: PartQuery, media_root: Path) -> None:
         self._conn = conn
+        self._columns = _PART_COLUMNS.format(sizes=conn.dialect.image_size_columns,
+                                             size_join=conn.dialect.image_size_join)
         self._query = query
         self._media_root = media_root
         self._block_types = dict(_typologies(conn, "SELECT bt.id, bt.name FROM core_blocktype bt"))
@@ -308,16 +262,16 @@ class PartReader:
         """The next page of part rows of the document after ``(order, id)``, keyset-paginated."""
         doc_id = self._query.document.id
         if after is None:
-            sql = f'{_PART_COLUMNS} WHERE p.document_id = ? ORDER BY p."order", p.id LIMIT ?'
+            sql = f'{self._columns} WHERE p.document_id = ? ORDER BY p."order", p.id LIMIT ?'
             return self._conn.execute(sql, (doc_id, PART_PAGE)).fetchall()
-        sql = f"""{_PART_COLUMNS} WHERE p.document_id = ?
+        sql = f"""{self._columns} WHERE p.document_id = ?
                   AND (p."order" > ? OR (p."order" = ? AND p.id > ?))
                   ORDER BY p."order", p.id LIMIT ?"""
         return self._conn.execute(sql, (doc_id, after[0], after[0], after[1], PART_PAGE)).fetchall()
 
     def page_of(self, ids: Sequence[int]) -> list[tuple]:
         """Part rows for at most ``PART_PAGE`` given ids, in part order."""
-        sql = f'{_PART_COLUMNS} WHERE p.id IN ({_marks(ids)}) ORDER BY p."order", p.id'
+        sql = f'{self._columns} WHERE p.id IN ({_marks(ids)}) ORDER BY p."order", p.id'
         return self._conn.execute(sql, tuple(ids)).fetchall()
 
     def build(self, row: tuple) -> Part:
@@ -325,7 +279,9 @@ class PartReader:
         (pid, doc_id, order, name, image, original, source, ptype, created, updated, width, height) = row
         query = self._query
         params = {"part": pid, "layer": query.layer.id}
-        image_path = self._media_root / image if image else None
+        # a string join: pathlib would intern every file name, growing the interned-strings table
+        # with the number of parts read
+        image_path = os.path.join(self._media_root, image) if image else None
         if width is None or height is None:
             width, height = self._image_size(pid, image_path)
         return Part(
@@ -339,9 +295,9 @@ class PartReader:
             original_filename=original,
             source=source,
             typology=ptype,
-            created_at=timestamp(created),
-            updated_at=timestamp(updated),
-            image_path=str(image_path) if image_path else None,
+            created_at=self._conn.dialect.timestamp(created),
+            updated_at=self._conn.dialect.timestamp(updated),
+            image_path=image_path,
             regions=self._regions(params),
             lines=self._lines(params),
             annotations=self._annotations(params) if query.annotations else (),
@@ -349,20 +305,18 @@ class PartReader:
         )
 
     @staticmethod
-    def _image_size(part_id: int, path: Path | None) -> tuple[int, int]:
+    def _image_size(part_id: int, path: str | None) -> tuple[int, int]:
         """Size from the image header only (libvips opens lazily and decodes no pixels)."""
         if path is None:
             raise CorpusError(f"part {part_id} has no image and no stored size")
         try:
-            image = pyvips.Image.new_from_file(str(path))
-            return image.width, image.height
-        except pyvips.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-            raise CorpusError(f"part {part_id}: cannot read the size of image {path}: {reason}") from exc
+            return image_size(path)
+        except SourceError as exc:
+            raise CorpusError(f"part {part_id}: no stored size, and {exc}") from None
 
     def _regions(self, params: dict[str, int]) -> tuple[Region, ...]:
         rows = self._conn.execute(_BLOCKS, params).fetchall()
-        boxes = polygons([r[2] for r in rows], lambda i: f"block {rows[i][0]}")
+        boxes = self._conn.dialect.polygons([r[2] for r in rows], lambda i: f"block {rows[i][0]}")
         return tuple(
             Region(
                 id=bid,
@@ -376,7 +330,8 @@ class PartReader:
 
     def _lines(self, params: dict[str, int]) -> tuple[Line, ...]:
         rows = self._conn.execute(_LINES, params).fetchall()
-        shapes = polygons([t for r in rows for t in (r[2], r[3])], lambda i: f"line {rows[i // 2][0]}")
+        shapes = self._conn.dialect.polygons([t for r in rows for t in (r[2], r[3])],
+                                             lambda i: f"line {rows[i // 2][0]}")
         return tuple(
             Line(
                 id=lid,

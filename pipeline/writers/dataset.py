@@ -1,10 +1,12 @@
-"""The ``lines`` export: a training dataset of line images with their texts, in a zip or a folder.
+"""Datasets: the ``lines`` export, line images with their texts for training, in a zip or a folder.
 
 Pages go through the crop stage (:mod:`pipeline.linecrops`) a bounded number ahead; each crop is
 added to the output as soon as it is encoded, with its ``.gt.txt`` beside it and its row
 appended to its split's ``metadata.jsonl`` (spooled to a temporary file: the zip is written in
 order, and the metadata goes last). ``dataset.json`` closes the dataset. Only counters and
-the spools live as long as the dataset; one dataset may hold several documents (a bulk archive).
+the spools live as long as the dataset; one dataset may hold several documents (a bulk archive):
+the dataset is at the root of the archive, its splits across documents, and is closed by
+:meth:`DatasetWriter.finish` once every document is in.
 """
 
 from __future__ import annotations
@@ -17,28 +19,29 @@ from typing import IO, Any, Literal, Protocol
 
 import anyio
 
-from .archive import EntryKind, iter_chunks
-from .errors import PipelineError
-from .formats.lines import (
+from pipeline.archive import iter_chunks
+from pipeline.errors import PipelineError
+from pipeline.formats.lines import (
     METADATA_NAME,
     SPLITS,
     SUMMARY_NAME,
     TEXT_SUFFIX,
     DatasetSummary,
-    LineOptions,
     LineTypeFilter,
     PagePlan,
+    describe_options,
     folder_of,
     metadata_line,
     metadata_row,
     plan_page,
     split_of,
 )
-from .images import ImageOptions
-from .linecrops import CropFormat, CropStage
-from .logcontext import where
-from .model import Document, Part
-from .select import RegionFilter
+from pipeline.linecrops import CropFormat, CropStage
+from pipeline.logcontext import where
+from pipeline.model import Document, Part
+from pipeline.options import ImageOptions, LineOptions
+from pipeline.select import RegionFilter
+from pipeline.writers.base import WriteJob
 
 #: crops added between two writes of the output (each write is a worker-thread call)
 FLUSH_EVERY = 64
@@ -47,16 +50,49 @@ SPOOL_SIZE = 4 << 20
 
 
 class Entries(Protocol):
-    """Where entries go: a zip (:class:`~pipeline.archive.ZipSink`) or a folder
-    (:class:`~pipeline.folderout.FolderOutput`)."""
+    """Where entries go: a zip (:class:`~pipeline.archive.ZipArchive`) or a folder
+    (:class:`~pipeline.sinks.FolderSink`)."""
 
-    def add(self, name: str, data: Any, kind: EntryKind, when: Any = None) -> None: ...
+    def add(self, name: str, data: Any, kind: Any, when: Any = None) -> None: ...
 
     def flush(self) -> None: ...
 
 
 class DatasetWriter:
-    """Writes one dataset into ``target`` under ``prefix``: call :meth:`write_document` for each
+    """The ``dataset`` family: each archive (zip or folder) gets one :class:`Dataset`, filled by
+    :meth:`write` document by document and closed by :meth:`finish`; :meth:`discard` drops it
+    when the export fails."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, Dataset] = {}
+
+    async def write(self, job: WriteJob) -> None:
+        archive = job.archive
+        assert archive is not None, "a dataset is always written into an archive or a folder"
+        dataset = self._open.get(id(archive))
+        if dataset is None:
+            dataset = self._open[id(archive)] = Dataset(
+                archive, image=job.options.image, lines=job.options.lines, on_error=job.options.on_error,
+                options=describe_options(job.options), spill_dir=job.scratch)
+        async with job.read(release=False) as parts:
+            job.parts += await dataset.write_document(parts, job.document, job.layer, job.regions, job.report,
+                                                      job.release)
+
+    async def finish(self, archive: Entries) -> str | None:
+        """Write the dataset's metadata and summary into ``archive``; a line saying what it holds."""
+        dataset = self._open.pop(id(archive), None)
+        if dataset is None:
+            return None
+        await dataset.finish()
+        return dataset.summary.describe()
+
+    def discard(self, archive: Entries) -> None:
+        if (dataset := self._open.pop(id(archive), None)) is not None:
+            dataset.close()
+
+
+class Dataset:
+    """One dataset being written into ``target`` under ``prefix``: :meth:`write_document` for each
     document, then :meth:`finish` once."""
 
     def __init__(

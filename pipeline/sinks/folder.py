@@ -1,7 +1,9 @@
 """A folder instead of a zip, for datasets that training tools read from disk.
 
-Entries are written as files under a hidden temporary folder beside the final one, which is
-renamed once everything is written and synced: a failed or killed export leaves no folder at the
+A :class:`FolderSink` takes entries as the zip archive does (``add``, ``flush``, ``close``) and
+publishes like a sink (``commit`` returns the location; ``abort`` leaves nothing). Entries are
+written as files under a hidden temporary folder beside the final one, which is renamed once
+everything is written and synced: a failed or killed export leaves no folder at the
 final name. The folder's ``sha256`` is that of its manifest (each file's name and sha256, one per
 line, in the order written), so the registry can still tell two exports apart.
 """
@@ -21,18 +23,20 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .archive import CHUNK, TEMP_PREFIX, EntryKind
-from .errors import OutputError
+from pipeline.errors import OutputError, UsageError
+from pipeline.sinks.local import TEMP_PREFIX
+
+CHUNK = 1 << 20
 
 
-class FolderOutput:
+class FolderSink:
     """Files under ``path`` (a folder published atomically), added like zip entries: ``add``
     queues, ``flush`` writes (blocking: a worker thread), ``commit`` publishes. With
     ``overwrite=False`` an existing folder is never replaced (``name_2``... instead); with
     ``overwrite=True`` an existing folder at ``path`` is an error rather than merged into."""
 
     def __init__(self, path: Path, *, overwrite: bool = True) -> None:
-        self.final_path: Path | None = path
+        self.final_path = path
         self.overwrite = overwrite
         self.size = 0
         self._manifest = hashlib.sha256()
@@ -51,7 +55,11 @@ class FolderOutput:
     def sha256(self) -> str:
         return self._manifest.hexdigest()
 
-    def add(self, name: str, data: Path | BinaryIO | Iterable[bytes] | bytes, kind: EntryKind,
+    @property
+    def location(self) -> str:
+        return str(self.final_path)
+
+    def add(self, name: str, data: Path | BinaryIO | Iterable[bytes] | bytes, kind: str,
             when: datetime | None = None) -> None:
         """Queue a file ``name`` (a relative POSIX path) with ``data``; ``kind`` is ignored."""
         parts = PurePosixPath(name).parts
@@ -86,10 +94,10 @@ class FolderOutput:
     def close(self) -> None:
         self.flush()
 
-    def commit(self) -> Path | None:
+    def commit(self) -> str:
         """Sync everything written, then rename the folder to its final name; return it."""
         self.flush()
-        assert self._tmp is not None and self.final_path is not None
+        assert self._tmp is not None
         try:
             _syncfs(self._lock)
             final = self.final_path
@@ -117,7 +125,7 @@ class FolderOutput:
                 os.close(fd)
         except OSError as exc:
             raise self._failed(exc) from None
-        return self.final_path
+        return str(self.final_path)
 
     def abort(self) -> None:
         """Remove the temporary folder; nothing appears at the final name."""
@@ -129,12 +137,26 @@ class FolderOutput:
     def _failed(self, exc: OSError) -> OutputError:
         return OutputError(f"cannot write {self.final_path}: {exc.strerror or exc}")
 
-    def __enter__(self) -> FolderOutput:
+    def __enter__(self) -> FolderSink:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def open_folder(target: str | Path | None, *, name: str) -> FolderSink:
+    """The folder for ``-o`` values, as :func:`~pipeline.sinks.open_sink` reads them: a folder to
+    create ``name`` in (an existing one, or a path ending in ``/``; never overwriting), else the
+    folder to create at that path. Local only."""
+    text = "." if target is None else str(target)
+    if text == "-" or "://" in text:
+        raise UsageError(f"{text}: a dataset folder is written to a local folder; give one, "
+                         "or drop --unzipped")
+    path = Path(text)
+    if path.is_dir() or text.endswith(("/", "\\")):
+        return FolderSink(path / name, overwrite=False)
+    return FolderSink(path, overwrite=True)
 
 
 def _chunks(data: Path | BinaryIO | Iterable[bytes] | bytes) -> Iterable[bytes]:
