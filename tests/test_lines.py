@@ -23,6 +23,7 @@ from pipeline.cli import main
 from pipeline.demo import build_demo
 from pipeline.model import Line, Part
 from pipeline.registry import Registry
+from pipeline.sinks.folder import MANIFEST
 from pipeline.store import Corpus
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -122,8 +123,13 @@ def test_zip_and_folder_hold_the_same_dataset(corpus: Path, tmp_path: Path) -> N
     with zipfile.ZipFile(archive) as zf:
         assert zf.testzip() is None
         in_zip = {name: zf.read(name) for name in zf.namelist()}
-    on_disk = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+               if p.is_file() and p.name != MANIFEST}
     assert in_zip == on_disk
+    # the folder's manifest lists every file with its sha256, as sha256sum checks it
+    check = subprocess.run(["sha256sum", "--check", "--quiet", "--strict", MANIFEST], cwd=folder)
+    assert check.returncode == 0
+    assert len((folder / MANIFEST).read_text().splitlines()) == len(on_disk)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pipeline")]
     records = list(Registry(tmp_path / "registry.sqlite").list())
     assert {r.format for r in records} == {"lines"} and {r.state for r in records} == {"complete"}
@@ -333,3 +339,31 @@ def test_a_missing_image_fails_or_is_skipped(corpus: Path, tmp_path: Path,
     summary = json.loads((out / "ds" / "dataset.json").read_text())
     assert [p["part_id"] for p in summary["skipped_pages"]] == [victim.id]
     assert victim.id not in {r["part_id"] for r in rows(out / "ds")}
+
+
+def test_a_job_writes_dataset_folders_and_skips_them_unchanged(corpus: Path, tmp_path: Path) -> None:
+    """One folder per document (no extension), recognised as unchanged on the next run."""
+    config = tmp_path / "job.toml"
+    config.write_text(f"""
+name = "htr"
+corpus = "{corpus}"
+registry = "{tmp_path / 'registry.sqlite'}"
+[archive]
+directory = "{tmp_path / 'out'}"
+[select]
+changed_only = true
+[[outputs]]
+format = "lines"
+lines = {{ unzipped = true, split = "0.8,0.1,0.1", types = ["Main", "undefined"], normalize = "NFD" }}
+""")
+    assert run("run", config) == 0
+    folders = sorted(p for p in (tmp_path / "out").iterdir() if p.is_dir())
+    assert len(folders) == 2 and all("." not in p.name for p in folders)
+    for folder in folders:
+        assert rows(folder) and (folder / "dataset.json").is_file()
+    report = json.loads(next((tmp_path / "out").glob("*-report.json")).read_text())
+    assert len(report["exported"]) == 2
+    assert run("run", config) == 0
+    report = json.loads(next((tmp_path / "out").glob("*-report.json")).read_text())
+    assert len(report["exported"]) == 0 and len(report["skipped"]) == 2
+    assert sorted(p for p in (tmp_path / "out").iterdir() if p.is_dir()) == folders

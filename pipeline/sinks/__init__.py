@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import UsageError
 from pipeline.sinks.base import ByteSink, Sink
-from pipeline.sinks.folder import FolderSink, open_folder
+from pipeline.sinks.folder import FolderSink, is_ours, open_folder
 from pipeline.sinks.local import TEMP_PREFIX, LocalFileSink, locked_folder
 from pipeline.sinks.stdout import StdoutSink
 
@@ -71,7 +71,7 @@ def exists(location: str) -> bool:
     """Whether an output published at ``location`` is still there."""
     if "://" in location:
         return _hook(location, _EXISTS)(location)
-    return location != "-" and (Path(location).is_file() or Path(location).is_dir())  # a dataset folder
+    return location != "-" and (Path(location).is_file() or is_ours(Path(location)))
 
 
 def remove(location: str) -> None:
@@ -79,7 +79,7 @@ def remove(location: str) -> None:
     if "://" in location:
         _hook(location, _REMOVE)(location)
     elif location != "-":
-        if Path(location).is_dir():  # a dataset folder (sinks.folder)
+        if is_ours(Path(location)):  # a dataset folder (sinks.folder); never another folder
             shutil.rmtree(location)
         else:
             Path(location).unlink(missing_ok=True)

@@ -5,7 +5,9 @@ publishes like a sink (``commit`` returns the location; ``abort`` leaves nothing
 written as files under a hidden temporary folder beside the final one, which is renamed once
 everything is written and synced: a failed or killed export leaves no folder at the
 final name. The folder's ``sha256`` is that of its manifest (each file's name and sha256, one per
-line, in the order written), so the registry can still tell two exports apart.
+line, in the order written), so the registry can still tell two exports apart; the manifest is
+written in the folder as :data:`MANIFEST`, which also marks it as ours: retention deletes only
+folders that hold one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pipeline.errors import OutputError, UsageError
 from pipeline.sinks.local import TEMP_PREFIX
 
 CHUNK = 1 << 20
+#: the manifest of a published folder: ``<sha256>  <name>`` per file, as ``sha256sum -c`` reads it
+MANIFEST = ".pipeline-manifest.sha256"
 
 
 class FolderSink:
@@ -47,6 +51,7 @@ class FolderSink:
             self._tmp: Path | None = path.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}"
             self._tmp.mkdir()
             self._lock = os.open(self._tmp, os.O_RDONLY)
+            self._list = open(self._tmp / MANIFEST, "xb")  # noqa: SIM115 - closed by commit/abort
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer, for stale-partial sweeps
         except OSError as exc:
             raise self._failed(exc) from None
@@ -89,7 +94,12 @@ class FolderSink:
                     os.utime(target, (stamp, stamp))
             except OSError as exc:
                 raise self._failed(exc) from None
-            self._manifest.update(f"{name}\0{digest.hexdigest()}\n".encode())
+            line = f"{digest.hexdigest()}  {name}\n".encode()
+            self._manifest.update(line)
+            try:
+                self._list.write(line)
+            except OSError as exc:
+                raise self._failed(exc) from None
 
     def close(self) -> None:
         self.flush()
@@ -99,6 +109,7 @@ class FolderSink:
         self.flush()
         assert self._tmp is not None
         try:
+            self._list.close()
             _syncfs(self._lock)
             final = self.final_path
             if self.overwrite:
@@ -130,6 +141,7 @@ class FolderSink:
     def abort(self) -> None:
         """Remove the temporary folder; nothing appears at the final name."""
         if self._tmp is not None:
+            self._list.close()
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
             os.close(self._lock)
@@ -143,6 +155,11 @@ class FolderSink:
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def is_ours(path: Path) -> bool:
+    """Whether ``path`` is a folder a :class:`FolderSink` published (it holds a manifest)."""
+    return path.is_dir() and (path / MANIFEST).is_file()
 
 
 def open_folder(target: str | Path | None, *, name: str) -> FolderSink:
