@@ -105,8 +105,12 @@ def test_local_cluster_gives_the_same_archives_as_in_process(
 ) -> None:
     local, dask = tmp_path / "local", tmp_path / "dask"
     assert main(["run", str(job_file(tmp_path, corpus, local)), "--executor", "local"]) == 0
-    assert main(["run", str(job_file(tmp_path, corpus, dask)), "--workers", "2"]) == 0
-    assert "12 archives written, 0 unchanged, 0 failed" in capsys.readouterr().out
+    assert main(["run", str(job_file(tmp_path, corpus, dask)), "--workers", "2",
+                 "--set", 'executor.memory_limit="700MiB"']) == 0
+    printed = capsys.readouterr()
+    assert "12 archives written, 0 unchanged, 0 failed" in printed.out
+    # the job's own cluster: 2 worker processes, each limited as asked (734,003,200 bytes)
+    assert "executor dask: local cluster, 2 workers, memory limit 734.0 MB each" in printed.err
     expected = archives(local)
     assert len(expected) == 12 and archives(dask) == expected
     assert all(verify_archive(p) == [] for p in dask.iterdir() if p.suffix == ".zip")

@@ -34,6 +34,7 @@ import anyio
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.export import ExportResult, export_document
+from pipeline.jobs.progress import human_size
 from pipeline.logcontext import where
 from pipeline.model import Document
 from pipeline.options import ExportOptions
@@ -276,8 +277,10 @@ class DaskExecutor:
             self._close()
             where = f"the Dask scheduler at {self.scheduler}" if self.scheduler else "a local Dask cluster"
             raise PipelineError(f"cannot reach {where}: {exc}") from None
-        log.info("executor dask: %s, %d workers", self.scheduler or "local cluster",
-                 len(self._client.scheduler_info(n_workers=-1)["workers"]))
+        workers = self._client.scheduler_info(n_workers=-1)["workers"].values()
+        limits = sorted({human_size(w.get("memory_limit") or 0) for w in workers})
+        log.info("executor dask: %s, %d workers, memory limit %s each", self.scheduler or "local cluster",
+                 len(workers), " / ".join(limits) or "none")
 
     def __exit__(self, *exc: object) -> None:
         if self._starting is not None:
