@@ -7,6 +7,7 @@ User errors print one line on stderr and exit 2 (usage, configuration) or 1 (run
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -106,20 +107,35 @@ def _scratch(output: str | None, local_folder: Callable[[str | None], Path | Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .jobs import describe_plan, load_config, plan_job, run_job
+    from .jobs.executors import early_executor
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *_executor_overrides(args)])
 
     async def run() -> int:
-        plan = await plan_job(config, args.config)
         if args.dry_run:
-            print("\n".join(describe_plan(plan)))
+            print("\n".join(describe_plan(await plan_job(config, args.config))))
             return 0
-        report, path = await run_job(plan)
+        ex = config.executor  # a Dask cluster starts while the job plans (bulk archives need none)
+        kind = ex.kind if config.archive.mode == "document" else "local"
+        with early_executor(kind, scheduler=ex.scheduler, workers=ex.workers,
+                            memory_limit=ex.memory_limit, retries=ex.retries) as executor:
+            plan = await plan_job(config, args.config)
+            report, path = await run_job(plan, executor)
         print(f"{len(report.exported)} archives written, {len(report.skipped)} unchanged, "
               f"{len(report.failed)} failed; report: {path}")
         return report.exit_code
 
     return anyio.run(run)
+
+
+def _executor_overrides(args: argparse.Namespace) -> list[str]:
+    """``--executor``, ``--workers``, ``--scheduler`` as ``--set executor.*`` (validated alike);
+    ``--workers`` or ``--scheduler`` alone mean ``--executor dask``."""
+    sets = [f"executor.workers={args.workers}"] if args.workers is not None else []
+    if args.scheduler is not None:
+        sets.append(f"executor.scheduler={json.dumps(args.scheduler)}")
+    kind = args.executor or ("dask" if sets else None)
+    return ([f"executor.kind={json.dumps(kind)}"] if kind else []) + sets
 
 
 def _export_source(args: argparse.Namespace) -> Source:
@@ -266,6 +282,12 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimated sizes, write nothing")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key, e.g. corpus=x.sqlite or archive.keep=3 (paths relative to CWD)")
+    p.add_argument("--executor", choices=("local", "dask"),
+                   help="where exports run: this process (default) or a Dask cluster ([executor] kind)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="Dask: a local cluster of N worker processes, started and stopped by the job")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask: the scheduler of a running cluster, e.g. tcp://10.0.0.5:8786")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", help="import folders or zips of ALTO/PAGE (+ METS), or exchange archives")

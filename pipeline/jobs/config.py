@@ -80,6 +80,35 @@ class ArchiveConfig(BaseModel):
         return self
 
 
+#: ``memory_limit``: a size such as ``2GiB`` or ``1500MB`` (Dask's notation), or ``auto``
+MEMORY_LIMIT = r"^(auto|\d+(\.\d+)?\s*([kKMGT]i?B|B)?)$"
+
+
+class ExecutorConfig(BaseModel):
+    """``[executor]``: where the exports run. ``local``: in the job's process (``concurrency`` at a
+    time). ``dask``: one task per document on a Dask cluster, the scheduler at ``scheduler``, or a
+    local cluster of ``workers`` processes (default: one per core) started and stopped by the job,
+    each limited to ``memory_limit``. A task whose worker died runs again, up to ``retries`` times
+    on a local cluster. Bulk archives are always written by the job's own process."""
+
+    model_config = Strict
+    kind: Literal["local", "dask"] = "local"
+    workers: Annotated[int, Field(ge=1, le=256)] | None = None
+    scheduler: str | None = None
+    memory_limit: Annotated[str, Field(pattern=MEMORY_LIMIT)] | None = None
+    retries: Annotated[int, Field(ge=0, le=100)] = 3
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExecutorConfig:
+        given = [k for k in ("workers", "scheduler", "memory_limit") if getattr(self, k) is not None]
+        if self.kind == "local" and given:
+            raise ValueError(f"{', '.join(given)}: only with kind = \"dask\" (local uses concurrency)")
+        if self.scheduler is not None and (self.workers is not None or self.memory_limit is not None):
+            raise ValueError("workers and memory_limit start a local cluster; a scheduler's workers "
+                             "are started with `dask worker --nworkers N --memory-limit SIZE`")
+        return self
+
+
 class JobConfig(BaseModel):
     """A whole job file."""
 
@@ -92,6 +121,7 @@ class JobConfig(BaseModel):
     select: Selection = Selection()
     outputs: Annotated[list[ExportOptions], Field(min_length=1)]
     archive: ArchiveConfig
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("name")
     @classmethod

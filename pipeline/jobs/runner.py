@@ -26,13 +26,15 @@ from pipeline import __version__, sinks, writers
 from pipeline.errors import DocumentError, PipelineError, UsageError
 from pipeline.export import ExportResult, export_bulk, export_document
 from pipeline.jobs.config import JobConfig
-from pipeline.jobs.progress import human_size, progress_for
+from pipeline.jobs.executors import Executor, ExportWork, Outcome, make_executor
+from pipeline.jobs.progress import JobProgress, human_size, progress_for
 from pipeline.logcontext import where
 from pipeline.model import Document, Part, Selection
 from pipeline.naming import slug
 from pipeline.options import ExportOptions
-from pipeline.registry import ExportRecord, Registry
+from pipeline.registry import ExportRecord, Registry, new_export_id
 from pipeline.select import RegionFilter
+from pipeline.sinks.local import remove_stale_partials
 from pipeline.sources import Source, StampsImages, open_source
 
 log = logging.getLogger("pipeline")
@@ -187,12 +189,17 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
     return None
 
 
-@contextmanager
-def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Source]:
-    """What the job reads, opened read-only: the corpus, or the source by path or URL;
+def source_options(config: JobConfig, *, images: bool = True) -> dict[str, Any]:
+    """What ``open_source`` is told besides the URL, here and in a Dask worker alike;
     ``images=False`` (planning) extracts no image from a zip."""
     wanted = any(o.images or o.format == "lines" for o in config.outputs)  # line crops need the images
-    with open_source(config.input, images=images and wanted) as source:
+    return {"images": images and wanted}
+
+
+@contextmanager
+def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Source]:
+    """What the job reads, opened read-only: the corpus, or the source by path or URL."""
+    with open_source(config.input, **source_options(config, images=images)) as source:
         yield source
 
 
@@ -362,8 +369,13 @@ def write_report(report: JobReport, directory: Path) -> Path:
     return path
 
 
-async def run_job(plan: Plan) -> tuple[JobReport, Path]:
-    """Run the plan's tasks with bounded concurrency; returns the report and where it was written."""
+async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobReport, Path]:
+    """Run the plan's tasks on ``executor`` (one already started), else on the one the job's
+    ``[executor]`` asks for; returns the report and where it was written.
+
+    This process is the coordinator: it alone writes the registry and the report, and prunes.
+    Archives of one document run on the executor (in process, or as Dask tasks); a bulk archive
+    is written here, whatever the executor."""
     config = plan.config
     directory = config.archive.directory.resolve()
     report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
@@ -377,21 +389,91 @@ async def run_job(plan: Plan) -> tuple[JobReport, Path]:
             report.skipped.append(_entry(task, reason="unchanged", export_id=task.previous.id,
                                          path=task.previous.path))
     todo = plan.todo
-    limiter = anyio.CapacityLimiter(config.concurrency)
     with job_lock(directory), open_input(config) as corpus, \
             progress_for(sum(len(t.documents) for t in todo), sum(t.parts for t in todo)) as progress:
-
-        async def one(task: Task) -> None:
-            async with limiter:
-                size = await _run_task(plan, task, corpus, registry, report)
-            where.set("")  # progress lines are about the job, not the last part written
-            progress.advance(task.label, documents=len(task.documents), parts=task.parts, size=size)
-
-        async with anyio.create_task_group() as tg:
-            for task in todo:
-                tg.start_soon(one, task)
+        if config.archive.mode == "bulk":
+            await _run_bulk(plan, todo, corpus, registry, report, progress)
+        elif todo:
+            await _run_documents(plan, todo, corpus, registry, report, progress, executor)
         report.duration_s = round(time.monotonic() - started, 3)
         path = write_report(report, directory)
     if not todo:
         log.info("job %s: nothing changed, nothing exported", config.name)
     return report, path
+
+
+async def _run_bulk(
+    plan: Plan, todo: Sequence[Task], corpus: Source, registry: Registry, report: JobReport,
+    progress: JobProgress,
+) -> None:
+    """Bulk archives, here: one zip gathers every document, so it cannot be split over workers."""
+    if plan.config.executor.kind != "local" and todo:
+        log.info("bulk archives are written by this process, not by the %s executor",
+                 plan.config.executor.kind)
+    limiter = anyio.CapacityLimiter(plan.config.concurrency)
+
+    async def one(task: Task) -> None:
+        async with limiter:
+            size = await _run_task(plan, task, corpus, registry, report)
+        where.set("")  # progress lines are about the job, not the last part written
+        progress.advance(task.label, documents=len(task.documents), parts=task.parts, size=size)
+
+    async with anyio.create_task_group() as tg:
+        for task in todo:
+            tg.start_soon(one, task)
+
+
+async def _run_documents(
+    plan: Plan, todo: Sequence[Task], corpus: Source, registry: Registry, report: JobReport,
+    progress: JobProgress, executor: Executor | None,
+) -> None:
+    """One archive per document on the executor; this side records each as it starts and ends."""
+    config = plan.config
+    directory = config.archive.directory.resolve()
+    options = source_options(config)
+    source = config.input if "://" in config.input else str(Path(config.input).resolve())
+    works = [
+        ExportWork(n, source, options, task.documents[0], task.options,
+                   str(directory / _archive_name(plan, task)), plan.now, task.fingerprint, str(directory))
+        for n, task in enumerate(todo)
+    ]
+    ids: dict[int, str] = {}
+    clock: dict[int, float] = {}
+
+    def started(work: ExportWork) -> None:
+        ids[work.key], clock[work.key] = new_export_id(), time.monotonic()
+        doc, options = work.document, work.options
+        registry.start(ids[work.key], document_id=doc.id, document_name=doc.name,
+                       format=writers.get(options.format).name, layer=options.layer,
+                       options=dataclasses.asdict(options), path=work.target, fingerprint=work.fingerprint)
+
+    def done(work: ExportWork, outcome: Outcome) -> None:
+        task, export_id = todo[work.key], ids[work.key]
+        where.set("")  # these lines are about the job, or name their part themselves
+        for line in outcome.warnings:  # a worker's, as this process would have logged them
+            log.warning("%s", line)
+        if outcome.ok:
+            registry.complete(export_id, path=outcome.location, size=outcome.size, sha256=outcome.sha256,
+                              part_count=outcome.parts, report=outcome.skipped_images or None)
+            report.exported.append(_entry(task, export_id=export_id, path=outcome.location,
+                                          size=outcome.size, sha256=outcome.sha256, parts=outcome.parts,
+                                          skipped_images=outcome.skipped_images,
+                                          duration_s=round(time.monotonic() - clock[work.key], 3)))
+            _prune(plan, task, registry, report)
+        else:
+            registry.fail(export_id, outcome.detail or outcome.error or "failed")
+            log.error("%s: failed: %s", task.label, outcome.error)
+            if outcome.detail:
+                log.error("%s", outcome.detail.rstrip())
+            report.failed.append(_entry(task, error=outcome.error))
+        progress.advance(task.label, documents=1, parts=task.parts, size=outcome.size)
+
+    ex = config.executor
+    if executor is not None:
+        await executor.run(works, started, done)
+    else:
+        with make_executor(ex.kind, source=corpus, concurrency=config.concurrency, scheduler=ex.scheduler,
+                           workers=ex.workers, memory_limit=ex.memory_limit, retries=ex.retries) as made:
+            await made.run(works, started, done)
+    for stale in remove_stale_partials(directory):  # a lost worker's partial file: its lock went with it
+        log.info("removed %s, left by a lost worker", stale.name)
