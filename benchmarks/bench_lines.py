@@ -5,7 +5,7 @@
 
 1. speed: ``pipeline export --format lines`` (a zip, and a folder with ``--unzipped``) against
    ``benchmarks/pillow_lines.py`` (open each page, crop each line, save PNG + ``.gt.txt``: Pillow's
-   default PNG level 6, and level 1 as the export uses) on the same pages and the same boxes;
+   default PNG level 6, and level 3 as the export uses) on the same pages and the same boxes;
    every contender is a whole process (start-up included), timed from fork to exit, runs
    alternating. Floor: the export's lines per second >= 2x the default Pillow loop's.
 2. memory: the export of one 20,000 x 30,000 px JPEG page with 2,000 lines; peak RSS of its
@@ -33,6 +33,7 @@ import pyvips
 from benchmarks.compare import ROOT, spawn
 from pipeline.demo import build_demo
 from pipeline.formats.lines import LineTypeFilter, plan_page
+from pipeline.linecrops import PNG_COMPRESSION
 from pipeline.options import LineOptions
 from pipeline.select import RegionFilter
 from pipeline.store import Corpus
@@ -153,8 +154,8 @@ def run(args: argparse.Namespace, work: Path, size: tuple[int, int], giant: tupl
         "pipeline export --unzipped": [*export, "--unzipped", "-o", str(out / "ds")],
         "Pillow loop, PNG level 6 (ref)": [sys.executable, "-m", "benchmarks.pillow_lines", str(plan),
                                            str(out / "pillow")],
-        "Pillow loop, PNG level 1": [sys.executable, "-m", "benchmarks.pillow_lines", str(plan),
-                                     str(out / "pillow"), "1"],
+        "Pillow loop, PNG level 3": [sys.executable, "-m", "benchmarks.pillow_lines", str(plan),
+                                     str(out / "pillow"), str(PNG_COMPRESSION)],
     }
     times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
     for _ in range(args.repeat):
