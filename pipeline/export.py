@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -65,21 +65,26 @@ async def export_document(
     now: datetime | None = None,
     fingerprint: str | None = None,
     scratch: Path | None = None,
+    export_id: str | None = None,
+    sink_for: Callable[[str], Sink] | None = None,
 ) -> ExportResult:
     """Export one document to ``target`` (``-o``: a file, a folder, ``-``, a URL); record it in
     ``registry``. Raises :class:`PipelineError` on failure; nothing is published then.
 
     ``fingerprint`` (of the data and options, see ``pipeline.jobs``) is recorded so a job can skip
     documents that have not changed since their last export; ``scratch`` is where temporary
-    files go (default: the system's temporary folder).
+    files go (default: the system's temporary folder). A caller that must know the export's id
+    before it starts (the HTTP service) gives ``export_id`` (from :func:`new_export_id`); one
+    whose destination is not a URL (an HTTP response) gives ``sink_for``, called with the file name
+    once the options have been checked, instead of ``target``.
     """
     spec = writers.get(options.format)
     options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
-    export_id = new_export_id()
+    export_id = export_id or new_export_id()
     when = now or datetime.now()
     name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
-    sink = open_sink(target, name=name)
+    sink = sink_for(name) if sink_for is not None else open_sink(target, name=name)
     result = ExportResult(export_id, document, sink.location)
     with _Recording(registry, result, document.id, document.name, spec, options, fingerprint), \
             _publishing(sink, result):
