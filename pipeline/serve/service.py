@@ -22,12 +22,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from pipeline import sinks
+from pipeline import sinks, writers
 from pipeline.errors import PipelineError, UsageError
 from pipeline.export import export_document
 from pipeline.model import Document, Part
 from pipeline.options import ExportOptions, Flag, build, choices, flags
 from pipeline.registry import ExportRecord, Registry, new_export_id
+from pipeline.select import RegionFilter
 from pipeline.serve.accounts import Accounts, Owned, User
 from pipeline.sinks.pipe import PipeSink
 from pipeline.sources import Source, open_source
@@ -210,6 +211,7 @@ class Service:
             document = await self._document(source, ref)
             if pages:
                 options = dataclasses.replace(options, part_ids=await source.part_ids(document, pages))
+        check(document, options)
         export_id = new_export_id()
         self.accounts.own(export_id, user, document_id=document.id, document_name=document.name,
                           format=options.format, options=json.dumps(asdict(options), sort_keys=True))
@@ -345,6 +347,7 @@ class Service:
             document = await self._document(source, ref)
             if pages:
                 options = dataclasses.replace(options, part_ids=await source.part_ids(document, pages))
+        check(document, options)
         opened = anyio.Event()
         state: dict[str, Any] = {}
 
@@ -373,6 +376,14 @@ class Service:
         if "sink" not in state:
             raise state.get("error") or RuntimeError("the export ended before it began")
         return state["sink"].location, state["sink"]
+
+
+def check(document: Document, options: ExportOptions) -> None:
+    """What the export would refuse at its start, refused before it is accepted (a 400, not a
+    failed export): the format, the layer, the region types."""
+    writers.get(options.format)
+    document.choose_layer(options.layer)
+    RegionFilter.parse(options.regions, document)
 
 
 # --- option fields given as text (a query string, a form) ------------------------------------
