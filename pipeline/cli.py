@@ -20,7 +20,6 @@ from . import __version__
 from .errors import PipelineError, UsageError
 from .logcontext import configure_logging
 from .memory import bound_heap
-from .options import parse_pages
 
 if TYPE_CHECKING:
     from .options import ExportOptions
@@ -49,6 +48,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .export import export_document
+    from .options import parse_pages
     from .registry import Registry
     from .sinks import local_folder
 
