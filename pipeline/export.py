@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -86,11 +86,11 @@ async def export_document(
     name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
     sink = sink_for(name) if sink_for is not None else open_sink(target, name=name)
     result = ExportResult(export_id, document, sink.location)
-    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint), \
-            _publishing(sink, result):
-        job = WriteJob(source, document, options, flt, scratch=scratch)
-        await _write_alone(spec, job, sink)
-        result.parts, result.report = job.parts, job.report
+    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint):
+        async with _publishing(sink, result):
+            job = WriteJob(source, document, options, flt, scratch=scratch)
+            await _write_alone(spec, job, sink)
+            result.parts, result.report = job.parts, job.report
     return result
 
 
@@ -140,33 +140,36 @@ async def export_bulk(
     file_name = output_name(0, name, spec.tag, "zip", now or datetime.now(), export_id[-8:])
     sink = open_sink(target, name=file_name)
     result = ExportResult(export_id, None, sink.location)
-    with _Recording(registry, result, None, name, spec, options, fingerprint), _publishing(sink, result):
-        archive = ZipArchive(sink)
-        with _stopping(archive.abort):
-            for document, flt, layer in zip(documents, filters, layers, strict=True):
-                job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
-                               archive=archive, prefix=document_folder(document), scratch=scratch)
-                try:
-                    with _one_user_error():
-                        await spec.writer.write(job)
-                except PipelineError as exc:
-                    raise DocumentError(document, exc) from exc
-                result.parts += job.parts
-                result.report += job.report
-            await anyio.to_thread.run_sync(archive.close)
+    with _Recording(registry, result, None, name, spec, options, fingerprint):
+        async with _publishing(sink, result):
+            archive = ZipArchive(sink)
+            with _stopping(archive.abort):
+                for document, flt, layer in zip(documents, filters, layers, strict=True):
+                    job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
+                                   archive=archive, prefix=document_folder(document), scratch=scratch)
+                    try:
+                        with _one_user_error():
+                            await spec.writer.write(job)
+                    except PipelineError as exc:
+                        raise DocumentError(document, exc) from exc
+                    result.parts += job.parts
+                    result.report += job.report
+                await anyio.to_thread.run_sync(archive.close)
     return result
 
 
-@contextmanager
-def _publishing(sink: Sink, result: ExportResult) -> Iterator[None]:
+@asynccontextmanager
+async def _publishing(sink: Sink, result: ExportResult) -> AsyncIterator[None]:
     """Commit ``sink`` when the block succeeds (noting where, its size and checksum), else abort
-    it: nothing appears at the destination."""
+    it: nothing appears at the destination. Both in a worker thread (a commit syncs a file to
+    disk; a server's event loop must not wait for that)."""
     try:
         yield
     except BaseException:
-        sink.abort()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sink.abort)
         raise
-    result.location = sink.commit()
+    result.location = await anyio.to_thread.run_sync(sink.commit)
     result.size, result.sha256 = sink.size, sink.sha256
 
 
