@@ -342,3 +342,24 @@ async def test_users_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     from pipeline.serve.accounts import Accounts
 
     assert Accounts(registry).authenticate(token) is None
+
+
+async def test_an_export_the_server_did_not_finish_is_interrupted(
+        served: tuple[ServeConfig, dict[str, str]]) -> None:
+    """A server stopped (or killed) during an export: the registry still says running, no server
+    runs it, so it is listed as interrupted, without a download link."""
+    config, tokens = served
+    async with app_client(config, tokens["alice"]) as client:
+        service = client.app.state.service
+        user = service.accounts.user("alice")
+        export_id = "20261201000000abcdefabcdef"
+        service.accounts.own(export_id, user, document_id=1, document_name="Demo 1", format="alto",
+                             options="{}")
+        Registry(config.registry).start(export_id, document_id=1, document_name="Demo 1", format="alto",
+                                        layer="manual", options={}, path=str(config.exports / "x.zip"))
+        listed = (await client.get(f"/api/exports/{export_id}")).json()
+        assert listed["status"] == "interrupted" and listed["links"]["download"] is None
+        assert (await client.get(f"/exports/{export_id}/download")).status_code == 409
+        page = await client.get("/files")
+        assert "interrupted" in page.text
+        assert (await client.delete(f"/api/exports/{export_id}")).status_code == 204

@@ -318,7 +318,10 @@ class Service:
         state = self.describe(owned, record)["status"]
         if record is None or state != "complete":
             raise Conflict(f"export {owned.export_id} is {state}, not complete")
-        if not record.path or "://" in record.path or not Path(record.path).is_file():
+        if record.path and "://" in record.path:
+            raise Conflict(f"export {owned.export_id} is stored at {record.path.partition('://')[0]}://; "
+                           "this server serves local files only")
+        if not record.path or not Path(record.path).is_file():
             raise NotFound(f"export {owned.export_id}: its file is gone")
         return Path(record.path), record
 
