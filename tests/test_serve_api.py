@@ -294,6 +294,7 @@ async def test_session_login_and_csrf(served: tuple[ServeConfig, dict[str, str]]
         # the export form: all region types ticked means no filter
         doc = await client.get("/documents/1")
         assert "(Undefined region type)" in doc.text and "(Orphan lines)" in doc.text
+        assert "&lt;draft&gt;" in doc.text and "<draft>" not in doc.text  # names are escaped
         form = {"csrf": csrf, "format": "alto", "layer": "manual", "region": ["1", "2", "3", "4", "5",
                 "undefined", "orphan"], "part": ["1", "2"], "image-format": "original", "image-quality": "",
                 "on-error": "fail", "unit": "part", "offset-unit": "codepoint"}

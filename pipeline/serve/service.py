@@ -128,7 +128,7 @@ class Service:
         self.registry = Registry(config.registry)
         self.accounts = Accounts(config.registry)
         self.active: dict[str, Progress] = {}
-        self._streams: dict[int, int] = {}  #: on-the-fly exports running, per user id
+        self._running: dict[int, int] = {}  #: exports running or being accepted, per user id
         self._group: anyio.abc.TaskGroup | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -198,27 +198,42 @@ class Service:
     # --- exports in the background ------------------------------------------------------------
 
     def _admit(self, user: User) -> None:
-        running = sum(1 for p in self.active.values() if p.user_id == user.id)
-        running += self._streams.get(user.id, 0)
+        """Take one of the user's slots (TooMany if none is free), before anything is awaited, so
+        that simultaneous requests cannot both take the last one; :meth:`_release` gives it back."""
+        running = self._running.get(user.id, 0)
         if running >= self.config.limit:
             raise TooMany(f"{user.name} runs {running} exports already (at most {self.config.limit} at once)")
+        self._running[user.id] = running + 1
+
+    def _release(self, user_id: int) -> None:
+        self._running[user_id] -= 1
 
     async def start(self, user: User, ref: str | int, options: ExportOptions,
                     pages: Sequence[int] = ()) -> str:
         """Check the request, record it as the user's, and run it in the background; returns its id."""
         self._admit(user)
+        try:
+            document, options = await self._accept(ref, options, pages)
+            export_id = new_export_id()
+            self.accounts.own(export_id, user, document_id=document.id, document_name=document.name,
+                              format=options.format, options=json.dumps(asdict(options), sort_keys=True))
+            progress = self.active[export_id] = Progress(user.id, total=len(options.part_ids or ())
+                                                         or document.part_count)
+            self.group.start_soon(self._run, export_id, document, options, progress)
+        except BaseException:
+            self._release(user.id)
+            raise
+        return export_id
+
+    async def _accept(self, ref: str | int, options: ExportOptions,
+                      pages: Sequence[int]) -> tuple[Document, ExportOptions]:
+        """The document, and the options with the pages as part ids, once checked."""
         with self.open() as source:
             document = await self._document(source, ref)
             if pages:
                 options = dataclasses.replace(options, part_ids=await source.part_ids(document, pages))
         check(document, options)
-        export_id = new_export_id()
-        self.accounts.own(export_id, user, document_id=document.id, document_name=document.name,
-                          format=options.format, options=json.dumps(asdict(options), sort_keys=True))
-        progress = self.active[export_id] = Progress(user.id, total=len(options.part_ids or ())
-                                                     or document.part_count)
-        self.group.start_soon(self._run, export_id, document, options, progress)
-        return export_id
+        return document, options
 
     async def _run(self, export_id: str, document: Document, options: ExportOptions,
                    progress: Progress) -> None:
@@ -245,6 +260,7 @@ class Service:
                 self.accounts.failed(export_id, error)
             progress.finish(status, error)
             self.active.pop(export_id, None)
+            self._release(progress.user_id)
         if self.config.webhook:
             await self._notify(export_id)
 
@@ -346,21 +362,22 @@ class Service:
         once the options have been checked (an error before that is raised here, so the client
         gets a status, not a broken body). Not recorded: nothing is kept."""
         self._admit(user)
-        with self.open() as source:
-            document = await self._document(source, ref)
-            if pages:
-                options = dataclasses.replace(options, part_ids=await source.part_ids(document, pages))
-        check(document, options)
+        try:
+            document, options = await self._accept(ref, options, pages)
+        except BaseException:
+            self._release(user.id)
+            raise
         opened = anyio.Event()
         state: dict[str, Any] = {}
 
         def make(name: str) -> PipeSink:
-            state["sink"] = PipeSink(name)
+            sink = state["sink"] = PipeSink(name)
+            if "abandoned" in state:
+                sink.close()  # the client left before the response began: writes fail at once
             opened.set()
-            return state["sink"]
+            return sink
 
         async def run() -> None:
-            self._streams[user.id] = self._streams.get(user.id, 0) + 1
             try:
                 with self.open() as source:
                     await export_document(source, document, options, sink_for=make)
@@ -371,11 +388,17 @@ class Service:
                 state["error"] = exc
                 log.exception("on-the-fly export of document %s failed", document.id)
             finally:
-                self._streams[user.id] -= 1
+                self._release(user.id)
                 opened.set()
 
         self.group.start_soon(run)
-        await opened.wait()
+        try:
+            await opened.wait()
+        except BaseException:
+            state["abandoned"] = True
+            if "sink" in state:
+                state["sink"].close()
+            raise
         if "sink" not in state:
             raise state.get("error") or RuntimeError("the export ended before it began")
         return state["sink"].location, state["sink"]
