@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -67,26 +67,37 @@ async def export_document(
     now: datetime | None = None,
     fingerprint: str | None = None,
     scratch: Path | None = None,
+    export_id: str | None = None,
+    sink_for: Callable[[str], Sink] | None = None,
 ) -> ExportResult:
     """Export one document to ``target`` (``-o``: a file, a folder, ``-``, a URL); record it in
     ``registry``. Raises :class:`PipelineError` on failure; nothing is published then.
 
     ``fingerprint`` (of the data and options, see ``pipeline.jobs``) is recorded so a job can skip
     documents that have not changed since their last export; ``scratch`` is where temporary
-    files go (default: the system's temporary folder).
+    files go (default: the system's temporary folder). A caller that must know the export's id
+    before it starts (the HTTP service) gives ``export_id`` (from :func:`new_export_id`); one
+    whose destination is not a URL (an HTTP response) gives ``sink_for``, called with the file name
+    once the options have been checked, instead of ``target``.
     """
     spec = writers.get(options.format)
     options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
-    export_id = new_export_id()
+    export_id = export_id or new_export_id()
     when = now or datetime.now()
-    sink = _open(spec, options, target, document.id, document.name, when, export_id)
+    if sink_for is not None:  # an HTTP response: a byte stream, never a folder
+        if options.lines.unzipped:
+            raise UsageError("an unzipped dataset is a folder: it cannot be sent as a response")
+        name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
+        sink: Sink | FolderSink = sink_for(name)
+    else:
+        sink = _open(spec, options, target, document.id, document.name, when, export_id)
     result = ExportResult(export_id, document, sink.location)
-    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint), \
-            _publishing(sink, result):
-        job = WriteJob(source, document, options, flt, scratch=scratch)
-        result.summary = await _write_alone(spec, job, sink)
-        result.parts, result.report = job.parts, job.report
+    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint):
+        async with _publishing(sink, result):
+            job = WriteJob(source, document, options, flt, scratch=scratch)
+            result.summary = await _write_alone(spec, job, sink)
+            result.parts, result.report = job.parts, job.report
     return result
 
 
@@ -163,35 +174,38 @@ async def export_bulk(
     export_id = new_export_id()
     sink = _open(spec, options, target, 0, name, now or datetime.now(), export_id, zipped=True)
     result = ExportResult(export_id, None, sink.location)
-    with _Recording(registry, result, None, name, spec, options, fingerprint), _publishing(sink, result):
-        archive = sink if isinstance(sink, FolderSink) else ZipArchive(sink)
-        with _stopping(archive.abort), _gathering(spec, archive):
-            for document, flt, layer in zip(documents, filters, layers, strict=True):
-                job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
-                               archive=archive, prefix=document_folder(document), scratch=scratch)
-                try:
-                    with _one_user_error():
-                        await spec.writer.write(job)
-                except PipelineError as exc:
-                    raise DocumentError(document, exc) from exc
-                result.parts += job.parts
-                result.report += job.report
-            if isinstance(spec.writer, Gathering):
-                result.summary = await spec.writer.finish(archive)
-            await anyio.to_thread.run_sync(archive.close)
+    with _Recording(registry, result, None, name, spec, options, fingerprint):
+        async with _publishing(sink, result):
+            archive = sink if isinstance(sink, FolderSink) else ZipArchive(sink)
+            with _stopping(archive.abort), _gathering(spec, archive):
+                for document, flt, layer in zip(documents, filters, layers, strict=True):
+                    job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
+                                   archive=archive, prefix=document_folder(document), scratch=scratch)
+                    try:
+                        with _one_user_error():
+                            await spec.writer.write(job)
+                    except PipelineError as exc:
+                        raise DocumentError(document, exc) from exc
+                    result.parts += job.parts
+                    result.report += job.report
+                if isinstance(spec.writer, Gathering):
+                    result.summary = await spec.writer.finish(archive)
+                await anyio.to_thread.run_sync(archive.close)
     return result
 
 
-@contextmanager
-def _publishing(sink: Sink, result: ExportResult) -> Iterator[None]:
+@asynccontextmanager
+async def _publishing(sink: Sink, result: ExportResult) -> AsyncIterator[None]:
     """Commit ``sink`` when the block succeeds (noting where, its size and checksum), else abort
-    it: nothing appears at the destination."""
+    it: nothing appears at the destination. Both in a worker thread (a commit syncs a file to
+    disk; a server's event loop must not wait for that)."""
     try:
         yield
     except BaseException:
-        sink.abort()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sink.abort)
         raise
-    result.location = sink.commit()
+    result.location = await anyio.to_thread.run_sync(sink.commit)
     result.size, result.sha256 = sink.size, sink.sha256
 
 
