@@ -23,7 +23,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -174,7 +174,7 @@ class PostgresSource:
                 options=SESSION_OPTIONS,
                 application_name=APPLICATION_NAME,
                 connect_timeout=CONNECT_TIMEOUT,
-                prepare_threshold=None,
+                prepare_threshold=1,  # the page statements run again for every page
             )
         except psycopg.Error as exc:
             raise CorpusError(f"{self.display()}: cannot connect: {_message(exc)}") from None
@@ -400,15 +400,15 @@ def _state(value: str | int) -> int:
         ) from None
 
 
-def _under(media_root: Path | None, image: str | None) -> Path | None:
+def _under(media_root: str | None, image: str | None) -> str | None:
     """Where a part's image is: its stored path under the media root; None when there is none or
-    when the path would lead outside it (absolute, ``..``): never a file elsewhere on this machine."""
+    when the path would lead outside it (absolute, ``..``): never a file elsewhere on this machine.
+    Strings, not pathlib: that would intern every file name."""
     if media_root is None or not image:
         return None
-    relative = PurePosixPath(image)
-    if relative.is_absolute() or ".." in relative.parts or "\\" in image:
+    if image.startswith("/") or "\\" in image or ".." in image.split("/"):
         return None
-    return media_root / relative
+    return os.path.join(media_root, image)
 
 
 #: ``next_rows(pages_done, last_page_rows)``: the next page's part rows, [] when done
@@ -477,7 +477,8 @@ class _Builder:
         notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params, parts=n) if self.annotations else []
         metadata = await PostgresSource._all(conn, sql.PART_METADATA, params, parts=n)
         self.lines_per_part = len(lines) / max(1, n)
-        paths = [_under(self.source.media_root, r[4]) for r in part_rows]
+        media = str(self.source.media_root) if self.source.media_root is not None else None
+        paths = [_under(media, r[4]) for r in part_rows]
         sizes = await anyio.to_thread.run_sync(self.source.sizes.sizes, paths)
         return rows.Page(part_rows, paths, sizes, blocks, lines, notes, metadata)
 

@@ -38,7 +38,7 @@ class Page:
     """The rows of one page of parts, fetched, not yet built; ``paths`` and ``sizes`` per part."""
 
     rows: list[Row]
-    paths: list[Path | None]
+    paths: list[str | None]
     sizes: list[Size]
     blocks: list[Row]
     lines: list[Row]
@@ -155,7 +155,7 @@ class PartBuilder:
     def _part(
         self,
         row: tuple[Any, ...],
-        path: Path | None,
+        path: str | Path | None,
         size: tuple[int, int] | str,
         blocks: Sequence[tuple[Any, ...]],
         lines: Sequence[tuple[Any, ...]],
