@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -34,7 +33,7 @@ from psycopg.types.string import TextLoader
 
 from pipeline.errors import CorpusError, UsageError
 from pipeline.imagesizes import ImageSizeCache
-from pipeline.model import Document, Layer, Part
+from pipeline.model import Document, Layer, Part, Selection
 from pipeline.registry import default_registry
 from pipeline.sources import rows, sql
 from pipeline.sources.rows import Row
@@ -94,17 +93,6 @@ def _message(exc: BaseException) -> str:
 
 class _JsonText(TextLoader):
     """jsonb as its JSON text: geometry is parsed in one ``json.loads`` per part batch, as from SQLite."""
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which documents, as eScriptorium users think of them; ``documents`` named wins over the rest."""
-
-    documents: tuple[str | int, ...] | None = None
-    tags: tuple[str, ...] = ()
-    project: str | int | None = None
-    states: tuple[str | int, ...] = ()
-    include_archived: bool = False
 
 
 def open_postgres(
@@ -224,9 +212,11 @@ class PostgresSource:
         if selection is None or not isinstance(selection, Selection):
             selection = Selection(documents=tuple(selection) if selection else None)
         async with self._connect("listing documents") as conn, conn.transaction():
-            if selection.documents:
+            if selection.documents:  # named: whatever their project or state, with any of the tags
                 for doc_id in await self._resolve(conn, selection.documents):
-                    yield await self._load(conn, doc_id)
+                    document = await self._load(conn, doc_id)
+                    if selection.keeps(document):
+                        yield document
                 return
             project = await self._project(conn, selection.project) if selection.project is not None else None
             states = [_state(s) for s in selection.states]

@@ -21,7 +21,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from pipeline.archive import ZipArchive
 from pipeline.errors import ImageError, PipelineError
 from pipeline.formats import mets
-from pipeline.images import ImageJob, ImageStage, passthrough_image
+from pipeline.images import ImageJob, ImageStage, passthrough_image, unknown_size
 from pipeline.logcontext import where
 from pipeline.model import Document, Part
 from pipeline.naming import EntryNamer, PageIndex
@@ -87,6 +87,8 @@ class _Pages:
         reported) and its XML."""
         job = self.job
         image_name, xml_name = self.namer.part_names(part.image_filename, part.order)
+        if image is None and (part.width <= 0 or part.height <= 0):  # no size: the image is unusable
+            image = unknown_size(part)
         if isinstance(image, ImageError):
             if not self.skip:
                 raise PipelineError(f"document {job.document.name!r}, {image}") from image
