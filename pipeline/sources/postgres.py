@@ -35,8 +35,9 @@ from pipeline.errors import CorpusError, UsageError
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.model import Document, Layer, Part, Selection
 from pipeline.registry import default_registry
-from pipeline.sources import rows, sql
-from pipeline.sources.rows import Row
+from pipeline.store import rows, sql
+from pipeline.store.dialect import POSTGRES
+from pipeline.store.rows import Row
 
 #: URL schemes this source opens
 SCHEMES = ("postgresql", "postgres")
@@ -197,9 +198,10 @@ class PostgresSource:
 
     @staticmethod
     async def _all(
-        conn: AsyncConnection[Any], query: str, params: dict[str, Any] | None = None, **id_lists: int
+        conn: AsyncConnection[Any], query: str, params: dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(sql.POSTGRES.render(query, **id_lists), params or {})
+        """Rows of one of the shared statements (``pipeline.store.sql``), through the dialect."""
+        cur = await conn.execute(POSTGRES.sql(query), POSTGRES.params(params or {}))
         return await cur.fetchall()
 
     # -- documents ---------------------------------------------------------------------------
@@ -332,7 +334,7 @@ class PostgresSource:
                     nonlocal start
                     ids = ordered[start : start + builder.page_size()]
                     start += len(ids)
-                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}, ids=len(ids)) if ids else []
+                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}) if ids else []
             else:
                 params: dict[str, Any] = {"doc": document.id, "limit": min(FIRST_PAGE, self.part_page)}
 
@@ -353,7 +355,7 @@ class PostgresSource:
         self, conn: AsyncConnection[Any], document: Document, part_ids: Sequence[int]
     ) -> list[int]:
         unique = list(dict.fromkeys(part_ids))
-        found = await self._all(conn, sql.PART_ORDER_OF, {"doc": document.id, "ids": unique}, ids=len(unique))
+        found = await self._all(conn, sql.PART_ORDER_OF, {"doc": document.id, "ids": unique})
         missing = sorted(set(unique) - {pid for _, pid in found})
         if missing:
             raise UsageError(
@@ -364,18 +366,18 @@ class PostgresSource:
 
 _SELECT_DOCUMENTS = """
     SELECT d.id FROM core_document d
-    WHERE d.id > %(after)s
-      AND (%(project)s::integer IS NULL OR d.project_id = %(project)s::integer)
-      AND (%(archived)s OR d.workflow_state <> 3)
-      AND (cardinality(%(states)s::smallint[]) = 0 OR d.workflow_state = ANY(%(states)s::smallint[]))
-      AND (cardinality(%(tags)s::text[]) = 0 OR EXISTS (
+    WHERE d.id > :after
+      AND (:project::integer IS NULL OR d.project_id = :project::integer)
+      AND (:archived OR d.workflow_state <> 3)
+      AND (cardinality(:states::smallint[]) = 0 OR d.workflow_state = ANY(:states::smallint[]))
+      AND (cardinality(:tags::text[]) = 0 OR EXISTS (
             SELECT 1 FROM core_document_tags dt JOIN core_documenttag t ON t.id = dt.documenttag_id
-            WHERE dt.document_id = d.id AND t.name = ANY(%(tags)s::text[])))
-    ORDER BY d.id LIMIT %(limit)s
+            WHERE dt.document_id = d.id AND t.name = ANY(:tags::text[])))
+    ORDER BY d.id LIMIT :limit
 """
 _PROJECT = """
-    SELECT pr.id FROM core_project pr WHERE pr.id = %(id)s::integer OR pr.slug = %(slug)s
-    ORDER BY pr.id = %(id)s::integer DESC, pr.id LIMIT 1
+    SELECT pr.id FROM core_project pr WHERE pr.id = :id::integer OR pr.slug = :slug
+    ORDER BY pr.id = :id::integer DESC, pr.id LIMIT 1
 """
 
 
@@ -461,12 +463,11 @@ class _Builder:
         """What a page of part rows needs: four statements and the image sizes (I/O only)."""
         ids = [r[0] for r in part_rows]
         params = {"parts": ids, "layer": self.layer.id}
-        n = len(ids)
-        blocks = await PostgresSource._all(conn, sql.BLOCKS, params, parts=n)
-        lines = await PostgresSource._all(conn, sql.LINES, params, parts=n)
-        notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params, parts=n) if self.annotations else []
-        metadata = await PostgresSource._all(conn, sql.PART_METADATA, params, parts=n)
-        self.lines_per_part = len(lines) / max(1, n)
+        blocks = await PostgresSource._all(conn, sql.BLOCKS, params)
+        lines = await PostgresSource._all(conn, sql.LINES, params)
+        notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params) if self.annotations else []
+        metadata = await PostgresSource._all(conn, sql.PART_METADATA, params)
+        self.lines_per_part = len(lines) / max(1, len(ids))
         media = str(self.source.media_root) if self.source.media_root is not None else None
         paths = [_under(media, r[4]) for r in part_rows]
         sizes = await anyio.to_thread.run_sync(self.source.sizes.sizes, paths)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.errors import CorpusError
 from pipeline.model import Document, Layer, Line, Part, Polygon, Region, Taxonomy, TextAnnotation, Typology
-from pipeline.sources import sql
+from pipeline.store import sql
 from pipeline.store.dialect import parse_polygons as polygons
 
 Row = tuple[Any, ...]
@@ -162,7 +162,7 @@ class PartBuilder:
         notes: Sequence[tuple[Any, ...]],
         metadata: Sequence[tuple[Any, ...]],
     ) -> Part:
-        pid, doc_id, order, name, image, original, source, ptype, created, updated = row
+        pid, doc_id, order, name, image, original, source, ptype, created, updated = row[:10]
         width, height = size if not isinstance(size, str) else (0, 0)
         where = self._where(order, pid)
         return Part(
