@@ -204,6 +204,17 @@ class PostgresSource:
         cur = await conn.execute(POSTGRES.sql(query), POSTGRES.params(params or {}))
         return await cur.fetchall()
 
+    @staticmethod
+    async def _many(
+        conn: AsyncConnection[Any], queries: Sequence[str], params: dict[str, Any]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Rows of several statements sent at once (libpq's pipeline mode): one round trip to the
+        server for all of them instead of one each."""
+        values = POSTGRES.params(params)
+        async with conn.pipeline():
+            cursors = [await conn.execute(POSTGRES.sql(q), values) for q in queries]
+        return [await cur.fetchall() for cur in cursors]
+
     # -- documents ---------------------------------------------------------------------------
 
     async def documents(
@@ -276,10 +287,7 @@ class PostgresSource:
         return rows[0][0]
 
     async def _load(self, conn: AsyncConnection[Any], doc_id: int) -> Document:
-        results = [
-            await self._all(conn, statement, {"doc": doc_id}) for statement in rows.DOCUMENT_STATEMENTS
-        ]
-        document = rows.document(results)
+        document = rows.document(await self._many(conn, rows.DOCUMENT_STATEMENTS, {"doc": doc_id}))
         if document is None:
             raise UsageError(f"no document {doc_id} in {self.display()}")
         return document
@@ -463,15 +471,15 @@ class _Builder:
         """What a page of part rows needs: four statements and the image sizes (I/O only)."""
         ids = [r[0] for r in part_rows]
         params = {"parts": ids, "layer": self.layer.id}
-        blocks = await PostgresSource._all(conn, sql.BLOCKS, params)
-        lines = await PostgresSource._all(conn, sql.LINES, params)
-        notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params) if self.annotations else []
-        metadata = await PostgresSource._all(conn, sql.PART_METADATA, params)
+        statements = (sql.BLOCKS, sql.LINES, sql.PART_METADATA) + (
+            (sql.ANNOTATIONS,) if self.annotations else ()
+        )
+        blocks, lines, metadata, *notes = await PostgresSource._many(conn, statements, params)
         self.lines_per_part = len(lines) / max(1, len(ids))
         media = str(self.source.media_root) if self.source.media_root is not None else None
         paths = [_under(media, r[4]) for r in part_rows]
         sizes = await anyio.to_thread.run_sync(self.source.sizes.sizes, paths)
-        return rows.Page(part_rows, paths, sizes, blocks, lines, notes, metadata)
+        return rows.Page(part_rows, paths, sizes, blocks, lines, notes[0] if notes else [], metadata)
 
     def page_size(self) -> int:
         """Parts in the next page: ``part_page``, fewer for pages of many lines (seen on the last
