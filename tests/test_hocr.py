@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from hocr_spec import HocrValidator
 from lxml import etree
 from test_formats import DOC, FILTERS, TEXT_3, make_part
 
@@ -20,6 +19,8 @@ H = {"h": hocr.XHTML_NS}
 
 def spec_errors(data: bytes, tmp_path: Path, name: str = "page.html") -> list[str]:
     """hocr-spec's errors (standard profile: capabilities and attributes checked) for one page."""
+    from hocr_spec import HocrValidator  # here: importing it (and `future`) changes the stdlib's modules
+
     path = tmp_path / name
     path.write_bytes(data)
     report = HocrValidator("standard").validate(str(path))
