@@ -101,7 +101,7 @@ def _reference_errors(root: etree._Element, ns: str) -> list[str]:
 
 # --- TEI: RELAX NG through Jing -------------------------------------------------------------------
 
-TEI_NS = "http://www.tei-c.org/ns/1.0"
+TEI_NS = ns.TEI
 TEI_SCHEMA = SCHEMA_DIR / "tei" / "tei_all.rng"
 #: Jing prints ``file:line:column: error: message``
 _JING_LINE = re.compile(r"^(?P<file>.*?):(?P<line>\d+):(?P<col>\d+): (?:error|fatal): (?P<msg>.*)$")

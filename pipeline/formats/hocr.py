@@ -16,12 +16,13 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from pipeline import ns
 from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, clean, pixel_box
 from pipeline.model import Document, Line, Part, Polygon, bbox
 from pipeline.select import RegionFilter, layout
 
-XHTML_NS = "http://www.w3.org/1999/xhtml"
-DUMMY_BLOCK = "eSc_dummyblock_"
+XHTML_NS = ns.XHTML
+DUMMY_BLOCK = ns.DUMMY_BLOCK
 CAPABILITIES = "ocr_page ocr_carea ocr_line ocrp_dir ocrp_wconf"
 #: everything before the title, and from the title to the page: written by hand, since HTML
 #: parsers (hocr-spec's among them) reject the ``<meta></meta>`` lxml's incremental writer makes

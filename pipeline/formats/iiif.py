@@ -22,14 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from pipeline import ns
 from pipeline.formats.xmlutil import Ids, clean, decimal, pixel_box
 from pipeline.model import Document, Line, Part, Polygon, Region
 from pipeline.select import RegionFilter, layout
 
-CONTEXT = "http://iiif.io/api/presentation/3/context.json"
-TEXT_GRANULARITY = "http://iiif.io/api/extension/text-granularity/context.json"
+CONTEXT = ns.IIIF_PRESENTATION_3
+TEXT_GRANULARITY = ns.IIIF_TEXT_GRANULARITY
 MANIFEST_NAME = "manifest.json"
-SVG_NS = "http://www.w3.org/2000/svg"
+SVG_NS = ns.SVG
 _MEDIA_TYPES = {
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "png": "image/png", "tif": "image/tiff",
     "tiff": "image/tiff", "webp": "image/webp", "jp2": "image/jp2", "gif": "image/gif", "bmp": "image/bmp",

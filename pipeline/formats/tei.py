@@ -29,12 +29,13 @@ from functools import lru_cache
 from lxml import etree
 from lxml.etree import Element, SubElement
 
+from pipeline import ns
 from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, IdSet, clean, decimal, is_ncname
 from pipeline.model import Document, Line, Part, Polygon, Typology, bbox
 from pipeline.select import PageLayout, RegionFilter, layout
 
-TEI_NS = "http://www.tei-c.org/ns/1.0"
-XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
+TEI_NS = ns.TEI
+XML_ID = f"{{{ns.XML}}}id"
 #: the root's start tag, written by hand: every fragment below is in its default namespace
 _ROOT = f'<TEI xmlns="{TEI_NS}">\n'.encode()
 #: ids the format itself may use, never handed to a region or line
