@@ -290,7 +290,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     failed = 0
     for archive in args.archives:
-        problems = verify_path(Path(archive))
+        notes: list[str] = []
+        problems = verify_path(Path(archive), notes)
+        for note in notes:
+            print(f"{archive}: note: {note}")
         for problem in problems:
             print(f"{archive}: {problem}")
         failed += bool(problems)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from test_export import FILTERS as CLI_FILTERS
+from test_export import export, run
 from test_formats import DOC, FILTERS, TEXT_3, make_part
 
 from pipeline.formats import hocr
 from pipeline.model import Line, Part, Region
 from pipeline.select import layout
 from pipeline.validate import parser
+from pipeline.verify import verify_archive
 
 H = {"h": hocr.XHTML_NS}
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def spec_errors(data: bytes, tmp_path: Path, name: str = "page.html") -> list[str]:
@@ -88,3 +93,36 @@ def test_orphans_and_untyped_region_without_geometry(tmp_path: Path) -> None:
     assert props(first) == {"bbox": "0 0 200 300"} and first.get("dir") == "rtl"  # the page's box
     assert props(second) == {"bbox": "5 5 5 50"}  # a vertical baseline has no hOCR slope
     assert props(root.find(".//h:div[@class='ocr_page']", H))["image"] == '"a%3Bb%22.png"'
+
+
+@pytest.mark.parametrize("regions", CLI_FILTERS)
+def test_demo_corpus_through_the_cli(demo_corpus: Path, tmp_path: Path, regions: str | None) -> None:
+    args = ["--regions", regions] if regions else []
+    archive = export(demo_corpus, tmp_path / "h.zip", "--format", "hocr", *args)
+    assert verify_archive(archive) == []
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        assert names[-1] == "METS.xml" and len(names) == 5
+        mets = zf.read("METS.xml")
+        for name in names[:-1]:
+            assert name.endswith(".html") and f'xlink:href="{name}"'.encode() in mets
+            assert spec_errors(zf.read(name), tmp_path, name) == [], name
+
+
+def test_images_and_fixture(tmp_path: Path, demo_corpus: Path) -> None:
+    archive = export(demo_corpus, tmp_path / "i.zip", "--format", "hocr", "--images", "--image-format", "png")
+    assert verify_archive(archive) == []
+    with zipfile.ZipFile(archive) as zf:
+        pages = [n for n in zf.namelist() if n.endswith(".html")]
+        for name in pages:
+            page = etree.fromstring(zf.read(name), parser()).find(".//h:div[@class='ocr_page']", H)
+            image = props(page)["image"].strip('"')
+            assert image == name.replace(".html", ".png") and image in zf.namelist()
+        assert "f003_3.html" in pages  # a clashing name: the page names its image's entry
+    out = tmp_path / "f.zip"
+    assert run("export", "--source", FIXTURES / "escriptorium-tapuscorpus" / "page", "--format", "hocr",
+               "-o", out) == 0
+    with zipfile.ZipFile(out) as zf:
+        texts = [t for n in zf.namelist() if n.endswith(".html")
+                 for t in etree.fromstring(zf.read(n), parser()).xpath("//h:span/text()", namespaces=H)]
+    assert len(texts) > 40

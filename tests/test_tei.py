@@ -1,12 +1,16 @@
-"""TEI P5: every file valid against tei_all (Jing), the TEI4HTR/page2tei mapping, edge cases."""
+"""TEI P5: every file valid against tei_all (Jing), the TEI4HTR/page2tei mapping, edge cases, CLI."""
 
 from __future__ import annotations
 
+import re
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from lxml import etree
+from test_export import FILTERS as CLI_FILTERS
+from test_export import export, run
 from test_formats import DOC, FILTERS, TEXT_1, TEXT_3, make_part
 
 from pipeline.formats import tei
@@ -14,7 +18,10 @@ from pipeline.formats.xmlutil import clean
 from pipeline.model import Line, Part, Region, Typology
 from pipeline.select import RegionFilter, layout
 from pipeline.validate import jing, parser, validate_tei
+from pipeline.verify import verify_archive
+from pipeline.writers import stream
 
+FIXTURES = Path(__file__).parent / "fixtures"
 T = {"t": tei.TEI_NS}
 XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 APP = tei.Application("pipeline", "0.1.0", "manual")
@@ -165,3 +172,124 @@ def test_untyped_region_without_geometry_and_orphans_only(tmp_path: Path) -> Non
 def test_two_passes_give_the_same_file() -> None:
     parts = two_pages() + [replace(make_part(clean_ids=True), id=3, order=4)]
     assert document_tei(parts, FILTERS["all"], passes=2) == document_tei(parts, FILTERS["all"], passes=1)
+
+
+# --- through the CLI --------------------------------------------------------------------------
+
+
+def tei_entries(archive: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(archive) as zf:
+        return {n: zf.read(n) for n in zf.namelist() if n.endswith(".xml") and n != "METS.xml"}
+
+
+@pytest.mark.parametrize("layer", ["manual", "kraken:catmus-medieval-1.5"])
+def test_demo_corpus_every_filter(demo_corpus: Path, tmp_path: Path, layer: str) -> None:
+    files: dict[str, bytes] = {}
+    for n, regions in enumerate(CLI_FILTERS):
+        args = ["--format", "tei", "--layer", layer] + (["--regions", regions] if regions else [])
+        archive = export(demo_corpus, tmp_path / f"{n}.zip", *args)
+        assert verify_archive(archive) == []
+        entries = tei_entries(archive)
+        assert len(entries) == 1
+        files |= {f"{n}-{name}": data for name, data in entries.items()}
+    assert_valid(files, tmp_path)
+
+
+def test_unit_part_images_and_scaling(demo_corpus: Path, tmp_path: Path) -> None:
+    archive = export(demo_corpus, tmp_path / "p.zip", "--format", "tei", "--unit", "part", "--images",
+                     "--image-format", "png", "--image-max-size", "400", "--parts", "1-3")
+    assert verify_archive(archive) == []
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+    entries = tei_entries(archive)
+    assert len(entries) == 3 and names[-1] == "METS.xml"
+    for name, data in entries.items():
+        graphic = etree.fromstring(data, parser()).find(".//t:graphic", T)
+        assert graphic.get("url") == Path(name).with_suffix(".png").name and graphic.get("url") in names
+        assert max(int(graphic.get("width")[:-2]), int(graphic.get("height")[:-2])) == 400
+    assert_valid(entries, tmp_path)
+
+
+def test_document_with_images_names_the_image_entries(demo_corpus: Path, tmp_path: Path) -> None:
+    with_images = export(demo_corpus, tmp_path / "i.zip", "--format", "tei", "--images")
+    without = export(demo_corpus, tmp_path / "n.zip", "--format", "tei")
+    (name, data), = tei_entries(with_images).items()
+    with zipfile.ZipFile(with_images) as zf:
+        images = [n for n in zf.namelist() if not n.endswith(".xml")]
+    urls = etree.fromstring(data, parser()).xpath("//t:graphic/@url", namespaces=T)
+    assert urls == images and "f003_3.jpg" in urls  # a clashing name: the entry's, not the file's
+    # otherwise the same file: the pieces spooled beside the images = the ones pulled without
+    pulled = tei_entries(without)[name]
+    assert re.sub(rb'url="[^"]*"', b"", pulled) == re.sub(rb'url="[^"]*"', b"", data)
+
+
+def test_one_and_two_passes_export_the_same(demo_corpus: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    one = tei_entries(export(demo_corpus, tmp_path / "1.zip", "--format", "tei"))
+    monkeypatch.setattr(stream, "TWO_PASSES", True)
+    two = tei_entries(export(demo_corpus, tmp_path / "2.zip", "--format", "tei"))
+    assert one == two
+
+
+@pytest.mark.parametrize("fixture", ["transkribus-page-joseph-hooker", "escriptorium-tapuscorpus/page"])
+def test_page_fixture_keeps_every_line_text_id_and_polygon(fixture: str, tmp_path: Path) -> None:
+    """Read the PAGE files and the TEI back with lxml: each TextLine is a zone with its id (prefixed by
+    its surface when an earlier page used it), its polygon, and an lb followed by its text."""
+    source = FIXTURES / fixture
+    per_document = tmp_path / "doc.zip"
+    per_page = tmp_path / "pages.zip"
+    for out, unit in ((per_document, "document"), (per_page, "part")):
+        assert run("export", "--source", source, "--format", "tei", "--unit", unit, "-o", out) == 0
+    (_, doc_data), = tei_entries(per_document).items()
+    doc_root = etree.fromstring(doc_data, parser())
+    pages = sorted(source.glob("*.xml"))
+    page_entries = tei_entries(per_page)
+    assert len(page_entries) == len(pages)
+    for n, page_file in enumerate(pages, 1):
+        page_root = etree.parse(str(page_file), parser()).getroot()
+        ns = {"p": etree.QName(page_root).namespace}
+        expected = [(line.get("id"), line.find("p:Coords", ns).get("points"),
+                     line.findtext("p:TextEquiv/p:Unicode", default="", namespaces=ns))
+                    for line in page_root.iterfind(".//p:TextLine", ns)]
+        assert expected
+        one = etree.fromstring(page_entries[page_file.name], parser())
+        for root, prefix in ((one, ""), (doc_root, f"facs_{n}_")):
+            zones = {z.get(XML_ID): z for z in root.iter(f"{{{tei.TEI_NS}}}zone") if z.get(XML_ID)}
+            texts = {lb.get("facs")[1:]: (lb.tail or "").removesuffix("\n")
+                     for lb in root.iter(f"{{{tei.TEI_NS}}}lb")}
+            for line_id, points, text in expected:
+                zone_id = line_id if line_id in zones and (prefix == "" or _on_page(zones[line_id], n)) \
+                    else prefix + line_id
+                assert zone_id in zones, (page_file.name, line_id)
+                assert _pairs(zones[zone_id].get("points")) == _pairs(points)
+                assert texts[zone_id] == text
+    assert_valid({"doc.xml": doc_data, **page_entries}, tmp_path)
+
+
+def _on_page(zone: etree._Element, n: int) -> bool:
+    surface = next(a for a in zone.iterancestors() if a.tag == f"{{{tei.TEI_NS}}}surface")
+    return surface.get(XML_ID) == f"facs_{n}"
+
+
+def _pairs(points: str | None) -> list[tuple[float, float]]:
+    return [tuple(map(float, p.split(","))) for p in (points or "").split()]
+
+
+def test_verify_without_jing_says_so(demo_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    archive = export(demo_corpus, tmp_path / "x.zip", "--format", "tei")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    assert run("verify", archive) == 0
+    out = capsys.readouterr().out
+    assert "note: TEI schema not checked (1 file(s)): jing is not installed" in out
+    assert f"{archive}: OK" in out
+
+
+def test_verify_reports_invalid_tei(demo_corpus: Path, tmp_path: Path) -> None:
+    archive = export(demo_corpus, tmp_path / "x.zip", "--format", "tei")
+    (name, data), = tei_entries(archive).items()
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.writestr(name, data.replace(b"<pb ", b"<pbx ", 1).replace(b"</pb>", b"</pbx>", 1))
+    problems = verify_archive(broken)
+    assert len(problems) == 1 and problems[0].startswith(f"{name}: line ") and "pbx" in problems[0]

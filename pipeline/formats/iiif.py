@@ -172,3 +172,26 @@ def svg_points(points: Polygon) -> str:
 
 def _label(text: str) -> dict[str, list[str]]:
     return {"none": [text]}
+
+
+class IiifManifest:
+    """One document's manifest as pieces: :meth:`head`, a canvas per part, :meth:`tail`."""
+
+    opening = b""
+
+    def __init__(self, document: Document, flt: RegionFilter, urls: Urls) -> None:
+        self.document, self.flt, self.urls = document, flt, urls
+        self.count = 0
+
+    def head(self) -> bytes:
+        return begin(self.document, self.urls)
+
+    def pieces(self, part: Part, url: str) -> tuple[bytes]:
+        self.count += 1
+        return (canvas(part, self.count, self.flt, self.urls, url),)
+
+    def separator(self, n: int) -> bytes:
+        return b""
+
+    def tail(self) -> bytes:
+        return end(self.count)

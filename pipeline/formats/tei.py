@@ -286,3 +286,47 @@ def render(part: Part, document: Document, flt: RegionFilter, app: Application) 
     yield between()
     yield page(part, lay, pids)
     yield end(empty=not has_text(lay))
+
+
+class TeiDocument:
+    """One document's TEI as pieces a writer strings together: :meth:`head`, ``opening`` before
+    the first surface, :meth:`pieces` per part (its surface, its text), :meth:`separator`,
+    :meth:`tail`. It holds the file's ids (flat) and whether any page had a block."""
+
+    opening = FACSIMILE
+
+    def __init__(self, document: Document, flt: RegionFilter, app: Application) -> None:
+        self.document, self.flt, self.app = document, flt, app
+        self.ids = document_ids()
+        self.count = 0
+        self.text = False
+
+    def head(self) -> bytes:
+        return begin(self.document, self.app)
+
+    def pieces(self, part: Part, url: str) -> tuple[bytes, bytes]:
+        self.count += 1
+        lay, pids = prepare(part, self.flt, self.ids)
+        self.text = self.text or has_text(lay)
+        return surface(part, lay, pids, url), page(part, lay, pids)
+
+    def surface_only(self, part: Part, url: str) -> bytes:
+        """First of two passes: the surface (ids taken as :meth:`pieces` takes them)."""
+        self.count += 1
+        lay, pids = prepare(part, self.flt, self.ids)
+        self.text = self.text or has_text(lay)
+        return surface(part, lay, pids, url)
+
+    def restart(self) -> None:
+        """Second pass: the same calls in the same order on fresh ids give the same ids."""
+        self.ids = document_ids()
+
+    def text_only(self, part: Part) -> bytes:
+        lay, pids = prepare(part, self.flt, self.ids)
+        return page(part, lay, pids)
+
+    def separator(self, n: int) -> bytes:
+        return between(facsimile=self.count > 0)
+
+    def tail(self) -> bytes:
+        return end(empty=not self.text)
