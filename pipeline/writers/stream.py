@@ -86,8 +86,9 @@ class DocumentFile(Protocol):
     def tail(self) -> bytes: ...
 
 
-#: bytes of a spooled piece kept in memory before it goes to a temporary file
-PIECE_SPOOL = 1 << 20
+#: bytes of a spooled piece kept in memory before it goes to a temporary file (small: a buffer
+#: that rolls over at 1 MiB holds twice that while it does, which shows at 2,000 parts)
+PIECE_SPOOL = 64 << 10
 #: without images, a two-piece file (TEI) is written in one pass over the source with its second
 #: pieces spooled (False), or in two passes over the source (True); benchmarks/bench_formats.py
 #: measures both
