@@ -307,6 +307,12 @@ def abort_stale_uploads(location: str, older_than: timedelta) -> list[PendingUpl
     return aborted
 
 
+def cleanup(location: str, older_than: timedelta) -> list[str]:
+    """``exports gc``: abort the stale uploads under ``location``; what was aborted, one line each."""
+    return [f"{u.location} (upload {u.upload_id[:16]}..., started {u.initiated:%Y-%m-%d %H:%M})"
+            for u in abort_stale_uploads(location, older_than)]
+
+
 class RangeReader:
     """A read-only, seekable file over ranged GETs of one object, for :mod:`zipfile`: reads fetch
     at least :data:`READ_BLOCK` bytes and keep the last block, so zipfile's small reads of headers
@@ -325,6 +331,7 @@ class RangeReader:
             except FileNotFoundError:
                 raise OutputError(f"{location}: no such object") from None
         self.size: int = meta["size"]
+        self.etag: str | None = meta.get("e_tag")
         self._pos = 0
         self._start = 0
         self._block = b""
@@ -390,7 +397,6 @@ class S3Sink(ByteSink):
         self._part = part_size()
         self._head = bytearray()
         self._writer: Any = None
-        self.etag: str | None = None
 
     def _free(self, url: S3Url) -> S3Url:
         """``url`` or the first of ``name_2``, ``name_3``... with no object yet."""
