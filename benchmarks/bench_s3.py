@@ -5,13 +5,14 @@ and the export's peak RSS at two archive sizes.
 ``python -m benchmarks.bench_s3 [--sizes 200,2000] [--json FILE]`` builds, for each size (MB), a
 one-document corpus whose pages are N copies (hard links) of one noise JPEG, writes the archive
 once to a local file (never timed), then runs, one after the other and once each, as processes
-timed from fork to exit with their peak RSS and CPU time (``benchmarks.compare.spawn``):
+timed from fork to exit with their peak RSS and CPU time (``benchmarks.compare.spawn``),
+``--rounds`` times each (default 3), interleaved (A, B, C, A, B, C...):
 
 * ``pipeline export --images -o s3://bucket/prefix/`` (the contender);
 * the finished archive uploaded with ``obstore.put(store, key, Path)`` (the reference) and with
   obstore's writer fed 1 MiB reads of the file, the same path the export's sink takes.
 
-The ratio is the export's throughput over the faster reference's. S3 is moto's server
+The ratio is the export's median throughput over the faster reference's. S3 is moto's server
 (``ThreadedMotoServer`` in a process of its own on 127.0.0.1, restarted for each size): it is a
 Python server and keeps the bottleneck, so both sides pay it alike. It holds a completed object in
 memory while assembling it (about twice the object, briefly) and spills objects to its temporary
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,10 +75,15 @@ else:
 
 @dataclass
 class Row:
+    """One contender at one size: the median, fastest and slowest of its runs; median CPU time;
+    the highest peak RSS."""
+
     size_mb: int
     contender: str
     bytes: int
     seconds: float
+    low: float
+    high: float
     cpu: float
     rss_mb: float
 
@@ -154,13 +161,14 @@ def empty_bucket(s3: object) -> int:
     return sum(item["Size"] for item in found)
 
 
-def measure_size(megabytes: int, work: Path) -> list[Row]:
+def measure_size(megabytes: int, work: Path, rounds: int) -> list[Row]:
     folder = work / f"{megabytes}mb"
     folder.mkdir()
     corpus = build_corpus(folder, megabytes)
     archive = folder / "archive.zip"
     subprocess.run([*pipeline_command(), "-q", "export", "--corpus", corpus, "--document", "1", "--images",
-                    "--registry", folder / "local-registry.sqlite", "-o", archive], check=True)
+                    "--registry", folder / "local-registry.sqlite", "-o", archive], check=True,
+                   stdout=subprocess.DEVNULL)
     size = archive.stat().st_size
     rows = []
     saved = dict(os.environ)
@@ -178,15 +186,21 @@ def measure_size(megabytes: int, work: Path) -> list[Row]:
                 "obstore writer(file) (ref)": [sys.executable, "-c", UPLOAD, "writer", archive,
                                                f"s3://{BUCKET}/ref-writer.zip"],
             }
-            for label, command in commands.items():
-                os.sync()
-                seconds, cpu, rss = spawn([command], work)
-                stored = empty_bucket(s3)
-                if stored != size:
-                    raise SystemExit(f"bench_s3: {label} stored {stored} bytes, the archive has {size}")
-                rows.append(Row(megabytes, label, size, seconds, cpu, rss))
-                print(f"  {megabytes} MB: {label}: {seconds:.1f} s, {size / seconds / 1e6:.1f} MB/s, "
-                      f"peak RSS {rss:.0f} MB", file=sys.stderr)
+            runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label in commands}
+            for _ in range(rounds):  # interleaved, so that a change in the machine's load hits all alike
+                for label, command in commands.items():
+                    os.sync()
+                    seconds, cpu, rss = spawn([command], work)
+                    stored = empty_bucket(s3)
+                    if stored != size:
+                        raise SystemExit(f"bench_s3: {label} stored {stored} bytes, the archive has {size}")
+                    runs[label].append((seconds, cpu, rss))
+                    print(f"  {megabytes} MB: {label}: {seconds:.1f} s, {size / seconds / 1e6:.1f} MB/s, "
+                          f"peak RSS {rss:.0f} MB", file=sys.stderr)
+            for label, measured in runs.items():
+                times = sorted(m[0] for m in measured)
+                rows.append(Row(megabytes, label, size, statistics.median(times), times[0], times[-1],
+                                statistics.median(m[1] for m in measured), max(m[2] for m in measured)))
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -195,12 +209,14 @@ def measure_size(megabytes: int, work: Path) -> list[Row]:
 
 
 def table(rows: Sequence[Row]) -> str:
-    lines = [f"{'archive':>9}  {'contender':<28} {'seconds':>8} {'MB/s':>7} {'cores':>5} {'vs ref':>6} "
-             f"{'peak RSS MB':>11}"]
+    lines = [f"{'archive':>9}  {'contender':<28} {'median s':>8} {'min-max s':>13} {'MB/s':>7} {'cores':>5} "
+             f"{'vs ref':>6} {'peak RSS MB':>11}"]
     for row in rows:
         best = max(r.mb_s for r in rows if r.size_mb == row.size_mb and "(ref)" in r.contender)
-        lines.append(f"{row.bytes / 1e6:>7.0f}MB  {row.contender:<28} {row.seconds:>8.1f} {row.mb_s:>7.1f} "
-                     f"{row.cpu / row.seconds:>5.2f} {row.mb_s / best:>6.2f} {row.rss_mb:>11.0f}")
+        span = f"{row.low:.1f}-{row.high:.1f}"
+        lines.append(f"{row.bytes / 1e6:>7.0f}MB  {row.contender:<28} {row.seconds:>8.1f} {span:>13} "
+                     f"{row.mb_s:>7.1f} {row.cpu / row.seconds:>5.2f} {row.mb_s / best:>6.2f} "
+                     f"{row.rss_mb:>11.0f}")
     return "\n".join(lines)
 
 
@@ -222,12 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_s3",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="200,2000", help="archive sizes in MB, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender, interleaved")
     parser.add_argument("--json", type=Path, help="save the rows and floors here")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp:
-        rows = [row for size in sizes for row in measure_size(size, Path(tmp))]
+        rows = [row for size in sizes for row in measure_size(size, Path(tmp), args.rounds)]
     print(table(rows))
     print()
     checks = floors(rows)

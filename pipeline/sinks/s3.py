@@ -50,7 +50,7 @@ SCHEME = "s3"
 #: limit of 10,000 parts an archive can reach 160 GiB. ``PIPELINE_S3_PART_SIZE`` changes it (S3
 #: servers refuse parts under 5 MiB but the last; the tests use small parts with a test server)
 PART_SIZE = 16 << 20
-CONCURRENCY = 4
+CONCURRENCY = 3
 #: ranged reads (verify) fetch at least this much at a time and keep one such block
 READ_BLOCK = 1 << 20
 
@@ -430,9 +430,13 @@ class S3Sink(ByteSink):
         self._writer.write(data)
 
     def commit(self) -> str:
-        with _errors(self._location):
-            location = super().commit()
-        return location
+        """Complete the upload; if that fails, abort it (nothing appears) and raise OutputError."""
+        try:
+            with _errors(self._location):
+                return super().commit()
+        except BaseException:
+            self.abort()
+            raise
 
     def _publish(self) -> str:
         import obstore
@@ -447,12 +451,14 @@ class S3Sink(ByteSink):
                     self.url = self._free(self.url)
             self._head = bytearray()
         else:
-            writer, self._writer = self._writer, None
-            writer.close()
+            self._writer.close()  # completes the multipart upload
+            self._writer = None
         self._location = str(self.url)
         info = head(self._location)
         if info is None or info.size != self.size:
             found = "nothing" if info is None else f"{info.size} bytes"
+            if info is not None:
+                remove(self._location)  # not what was written: never leave it visible
             raise OutputError(f"{self._location}: {self.size} bytes uploaded, the server holds {found}")
         self.etag = info.etag
         return self._location
