@@ -260,3 +260,30 @@ def test_endpoint_option_and_no_secret_in_the_registry(
     assert s3_env.objects("t/") == [out.strip().removeprefix(f"s3://{s3_env.bucket}/")]
     secret = os.environ["AWS_SECRET_ACCESS_KEY"].encode()
     assert secret not in corpus.read_bytes() and secret not in (out + err).encode()
+
+
+def test_verify_reads_ranges_end_first_never_the_whole_object(
+    s3_env: S3Env, corpus: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every GET of ``verify s3://`` is a range of at most one block (plus what zipfile asks at once);
+    the first ranges are the end of the object (end record, central directory)."""
+    import obstore
+
+    from pipeline.sinks import s3
+
+    assert run("export", "--corpus", corpus, "--document", "1", "--images", "-o", s3_env.url) == 0
+    location = capsys.readouterr().out.strip()
+    size = s3_env.client.head_object(Bucket=s3_env.bucket, Key=location.rsplit("/", 1)[1])["ContentLength"]
+    monkeypatch.setattr(s3, "READ_BLOCK", 64 << 10)
+    ranges: list[tuple[int, int]] = []
+    real = obstore.get_range
+
+    def spy(store: object, path: str, *, start: int, length: int) -> object:
+        ranges.append((start, length))
+        return real(store, path, start=start, length=length)
+
+    monkeypatch.setattr(obstore, "get_range", spy)
+    assert run("verify", location) == 0
+    assert len(ranges) > 4 and max(length for _, length in ranges) < size // 3
+    assert ranges[0] == (size - (64 << 10), 64 << 10)  # the end record and central directory first
+    assert ranges[1][0] == 0  # then the entries, from the first

@@ -358,10 +358,13 @@ class RangeReader:
             return b""
         start = self._pos - self._start
         if not (start >= 0 and start + size <= len(self._block)):
-            length = min(max(size, READ_BLOCK), self.size - self._pos)
+            # a block from here on; near the end, the whole last block (zipfile's first reads, the
+            # end record and the central directory before it, then cost one request)
+            begin = min(self._pos, max(0, self.size - max(size, READ_BLOCK)))
+            length = min(max(size, READ_BLOCK), self.size - begin)
             with _errors(self.location):
-                data = self._obstore.get_range(self._store, self._url.key, start=self._pos, length=length)
-            self._block, self._start, start = bytes(data), self._pos, 0
+                data = self._obstore.get_range(self._store, self._url.key, start=begin, length=length)
+            self._block, self._start, start = bytes(data), begin, self._pos - begin
         out = self._block[start:start + size]
         self._pos += len(out)
         return out
@@ -391,6 +394,7 @@ class S3Sink(ByteSink):
         check_bucket(url)
         self._connection = connect()
         self._store = self._connection.store(url.bucket)
+        self._wanted = url  #: the name asked for; taken ones move on to name_2, name_3...
         if not overwrite:
             self.url = self._free(url)
             self._location = str(self.url)
@@ -447,8 +451,8 @@ class S3Sink(ByteSink):
                     obstore.put(self._store, self.url.key, bytes(self._head),
                                 mode="overwrite" if self.overwrite else "create", use_multipart=False)
                     break
-                except obstore.exceptions.AlreadyExistsError:
-                    self.url = self._free(self.url)
+                except obstore.exceptions.AlreadyExistsError:  # taken since __init__ looked
+                    self.url = self._free(self._wanted)
             self._head = bytearray()
         else:
             self._writer.close()  # completes the multipart upload
