@@ -74,7 +74,8 @@ def open_sink(target: str | Path | None, *, name: str | None = None) -> Sink:
 def exists(location: str, size: int | None = None) -> bool:
     """Whether an output published at ``location`` is still there (with ``size`` bytes, if given)."""
     if "://" in location:
-        return _hook(location, _EXISTS)(location, size)
+        hook = _hook(location, _EXISTS)
+        return hook(location) if size is None else hook(location, size)
     path = Path(location)
     return location != "-" and path.is_file() and (size is None or path.stat().st_size == size)
 
