@@ -64,7 +64,7 @@ def test_export_to_a_prefix_is_recorded_listed_and_verified_in_place(
 
     assert run("exports", "list", "--corpus", corpus) == 0
     assert location in capsys.readouterr().out
-    assert run("exports", "show", record.id[:10], "--corpus", corpus) == 0
+    assert run("exports", "show", record.id, "--corpus", corpus) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["path"] == location and shown["etag"] == record.etag
 
