@@ -25,7 +25,7 @@ import anyio
 from pipeline import __version__, sinks, writers
 from pipeline.errors import DocumentError, PipelineError, UsageError
 from pipeline.export import ExportResult, export_bulk, export_document
-from pipeline.jobs.config import JobConfig
+from pipeline.jobs.config import ArchiveConfig, JobConfig
 from pipeline.jobs.executors import Executor, ExportWork, Outcome, make_executor
 from pipeline.jobs.progress import JobProgress, human_size, progress_for
 from pipeline.logcontext import where
@@ -177,8 +177,9 @@ def _estimate(options: ExportOptions, scan: Scan) -> int:
     return images + per_line * scan.lines + per_part * scan.parts
 
 
-def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportRecord | None:
-    """The last finished export with this fingerprint still on disk in ``directory``, if any.
+def _unchanged(registry: Registry, fingerprint: str, archive: ArchiveConfig) -> ExportRecord | None:
+    """The last finished export with this fingerprint still in the archive folder with its recorded
+    size (a local file, or an object: one HEAD request), if any.
 
     A ``running`` record whose file exists counts as finished: outputs only appear at their final
     name once complete, so the run that wrote it was killed between the rename and the registry
@@ -186,7 +187,7 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
     """
     for status in ("complete", "running"):
         for record in registry.find(fingerprint=fingerprint, status=status):
-            if record.path and Path(record.path).parent == directory and sinks.exists(record.path):
+            if record.path and archive.holds(record.path) and sinks.exists(record.path, record.size):
                 return record
     return None
 
@@ -215,7 +216,6 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
     """Select, check and fingerprint; mark the tasks whose archive is already up to date.
 
     Writes nothing: without a registry file yet, nothing can be up to date."""
-    directory = config.archive.directory.resolve()
     with open_input(config, images=False) as corpus:
         registry_path = config.registry_path(corpus.default_registry())
         registry = Registry(registry_path) if registry_path.is_file() else None
@@ -238,7 +238,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
             task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
                         sum(_estimate(options, s) for s in group_scans))
             if config.select.changed_only and registry is not None:
-                task.previous = _unchanged(registry, fp, directory)
+                task.previous = _unchanged(registry, fp, config.archive)
             tasks.append(task)
     return Plan(config, documents, tasks, now or datetime.now(), registry_path)
 
@@ -266,10 +266,16 @@ def describe_plan(plan: Plan) -> Iterator[str]:
 
 
 @contextmanager
-def job_lock(directory: Path) -> Iterator[None]:
-    """One job per archive folder at a time; then partial files of killed runs (of this job or of
-    an export into the same folder) are deleted; those being written by live processes are not."""
-    with sinks.locked_folder(directory) as removed:
+def job_lock(archive: ArchiveConfig) -> Iterator[None]:
+    """One job per local archive folder at a time; then partial files of killed runs (of this job or
+    of an export into the same folder) are deleted; those being written by live processes are not.
+
+    A remote folder (``s3://``) has no lock: archive names carry the time and the data's
+    fingerprint, and what killed runs left there is for ``pipeline exports gc``."""
+    if archive.remote:
+        yield
+        return
+    with sinks.locked_folder(Path(archive.location)) as removed:
         for name in removed:
             log.info("removed %s, left by an interrupted run", name)
         yield
@@ -295,15 +301,17 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
                             "fingerprint": task.fingerprint}
     if result is not None:
         item |= {"export_id": result.id, "path": result.location, "size": result.size,
-                 "sha256": result.sha256, "parts": result.parts, "skipped_images": result.report}
+                 "sha256": result.sha256, "etag": result.etag, "parts": result.parts,
+                 "skipped_images": result.report}
     return item | extra
 
 
 async def _export(plan: Plan, task: Task, source: Source, registry: Registry) -> ExportResult:
     """One archive; in bulk mode a failing document is dropped and the archive rebuilt without it."""
-    directory = plan.config.archive.directory.resolve()
-    target = directory / _archive_name(plan, task)
-    if plan.config.archive.mode == "document":
+    archive = plan.config.archive
+    target = archive.join(_archive_name(plan, task))
+    directory = _scratch(archive)
+    if archive.mode == "document":
         return await export_document(source, task.documents[0], task.options, target, registry=registry,
                                      now=plan.now, fingerprint=task.fingerprint, scratch=directory)
     return await export_bulk(source, task.documents, task.options, target, name=plan.config.name,
@@ -341,13 +349,13 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
     keep = plan.config.archive.keep
     if keep is None:
         return
-    directory = plan.config.archive.directory.resolve()
-    doc = task.documents[0] if plan.config.archive.mode == "document" else None
+    archive = plan.config.archive
+    doc = task.documents[0] if archive.mode == "document" else None
     records = [
         r for r in registry.find(document_id=doc.id if doc else None,
                                  document_name=doc.name if doc else plan.config.name,
                                  format=writers.get(task.options.format).name, status="complete")
-        if r.path and Path(r.path).parent == directory
+        if r.path and archive.holds(r.path)
     ]
     kept = {r.path for r in records[:keep]}
     gone = []
@@ -355,18 +363,19 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
         if record.path and record.path not in kept:
             try:
                 sinks.remove(record.path)
-            except OSError as exc:
-                log.error("%s: could not prune %s: %s", task.label, record.path, exc.strerror or exc)
-                report.prune_failed.append({"path": record.path, "error": str(exc.strerror or exc)})
+            except (OSError, PipelineError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.error("%s: could not prune %s: %s", task.label, record.path, why)
+                report.prune_failed.append({"path": record.path, "error": why})
                 continue
             report.pruned.append(record.path)
         gone.append(record.id)
     registry.delete(gone)
 
 
-def write_report(report: JobReport, directory: Path) -> Path:
-    """``<job>-report.json`` next to the archives, replaced atomically."""
-    path = directory / f"{report.job}-report.json"
+def write_report(report: JobReport, archive: ArchiveConfig) -> str:
+    """``<job>-report.json`` next to the archives, replaced atomically; returns where."""
+    path = archive.join(f"{report.job}-report.json")
     sink = sinks.open_sink(path)
     try:
         sink.write(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False).encode())
@@ -377,7 +386,7 @@ def write_report(report: JobReport, directory: Path) -> Path:
     return path
 
 
-async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobReport, Path]:
+async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobReport, str]:
     """Run the plan's tasks on ``executor`` (one already started), else on the one the job's
     ``[executor]`` asks for; returns the report and where it was written.
 
@@ -385,10 +394,10 @@ async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobRepo
     Archives of one document run on the executor (in process, or as Dask tasks); a bulk archive
     is written here, whatever the executor."""
     config = plan.config
-    directory = config.archive.directory.resolve()
     report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
     started = time.monotonic()
-    directory.mkdir(parents=True, exist_ok=True)
+    if not config.archive.remote:  # also where the registry of a source without one lives
+        Path(config.archive.location).mkdir(parents=True, exist_ok=True)
     registry = Registry(plan.registry_path)
     for task in plan.tasks:
         if task.previous is not None:
@@ -397,14 +406,14 @@ async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobRepo
             report.skipped.append(_entry(task, reason="unchanged", export_id=task.previous.id,
                                          path=task.previous.path))
     todo = plan.todo
-    with job_lock(directory), open_input(config) as corpus, \
+    with job_lock(config.archive), open_input(config) as corpus, \
             progress_for(sum(len(t.documents) for t in todo), sum(t.parts for t in todo)) as progress:
         if config.archive.mode == "bulk":
             await _run_bulk(plan, todo, corpus, registry, report, progress)
         elif todo:
             await _run_documents(plan, todo, corpus, registry, report, progress, executor)
         report.duration_s = round(time.monotonic() - started, 3)
-        path = write_report(report, directory)
+        path = write_report(report, config.archive)
     if not todo:
         log.info("job %s: nothing changed, nothing exported", config.name)
     return report, path
@@ -437,12 +446,14 @@ async def _run_documents(
 ) -> None:
     """One archive per document on the executor; this side records each as it starts and ends."""
     config = plan.config
-    directory = config.archive.directory.resolve()
+    archive = config.archive
+    scratch = _scratch(archive)
     options = source_options(config)
     source = config.input if "://" in config.input else str(Path(config.input).resolve())
     works = [
         ExportWork(n, source, options, task.documents[0], task.options,
-                   str(directory / _archive_name(plan, task)), plan.now, task.fingerprint, str(directory))
+                   archive.join(_archive_name(plan, task)), plan.now, task.fingerprint,
+                   str(scratch) if scratch else None)
         for n, task in enumerate(todo)
     ]
     ids: dict[int, str] = {}
@@ -462,9 +473,11 @@ async def _run_documents(
             log.warning("%s", line)
         if outcome.ok:
             registry.complete(export_id, path=outcome.location, size=outcome.size, sha256=outcome.sha256,
-                              part_count=outcome.parts, report=outcome.skipped_images or None)
+                              part_count=outcome.parts, report=outcome.skipped_images or None,
+                              etag=outcome.etag)
             report.exported.append(_entry(task, export_id=export_id, path=outcome.location,
-                                          size=outcome.size, sha256=outcome.sha256, parts=outcome.parts,
+                                          size=outcome.size, sha256=outcome.sha256, etag=outcome.etag,
+                                          parts=outcome.parts,
                                           skipped_images=outcome.skipped_images,
                                           duration_s=round(time.monotonic() - clock[work.key], 3)))
             _prune(plan, task, registry, report)
@@ -483,5 +496,11 @@ async def _run_documents(
         with make_executor(ex.kind, source=corpus, concurrency=config.concurrency, scheduler=ex.scheduler,
                            workers=ex.workers, memory_limit=ex.memory_limit, retries=ex.retries) as made:
             await made.run(works, started, done)
-    for stale in remove_stale_partials(directory):  # a lost worker's partial file: its lock went with it
-        log.info("removed %s, left by a lost worker", stale.name)
+    if scratch is not None:  # a lost worker's partial file: its lock went with it
+        for stale in remove_stale_partials(scratch):
+            log.info("removed %s, left by a lost worker", stale.name)
+
+
+def _scratch(archive: ArchiveConfig) -> Path | None:
+    """Temporary files beside local archives (same file system); the system's for a URL."""
+    return None if archive.remote else Path(archive.location)
