@@ -64,6 +64,9 @@ class FolderSink:
     def location(self) -> str:
         return str(self.final_path)
 
+    #: what an object store calls the upload (a folder is local: none)
+    etag: str | None = None
+
     def add(self, name: str, data: Path | BinaryIO | Iterable[bytes] | bytes, kind: str,
             when: datetime | None = None) -> None:
         """Queue a file ``name`` (a relative POSIX path) with ``data``; ``kind`` is ignored."""
