@@ -35,9 +35,11 @@ from psycopg.types.string import TextLoader
 from pipeline.errors import CorpusError, UsageError
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.model import Document, Layer, Part
+from pipeline.ocrmodel import OcrModel, build_models, file_under
 from pipeline.registry import default_registry
 from pipeline.sources import rows, sql
 from pipeline.sources.rows import Row
+from pipeline.store import models as model_sql
 
 #: URL schemes this source opens
 SCHEMES = ("postgresql", "postgres")
@@ -311,6 +313,20 @@ class PostgresSource:
                 conn, sql.CHANGE_MARKER, {"doc": document.id, "layer": chosen.id if chosen else None}
             )
         return json.dumps(rows[0] if rows else None, default=str)
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def models(self) -> list[OcrModel]:
+        """Every OCR model (``core_ocrmodel``) by id, with the documents it was trained or run on:
+        the same three statements as the SQLite corpus, in one snapshot."""
+        async with self._connect("reading models") as conn, conn.transaction():
+            results = [await (await conn.execute(q)).fetchall() for q in model_sql.STATEMENTS]  # type: ignore[arg-type]
+        return build_models(*results)
+
+    def model_path(self, model: OcrModel) -> Path | None:
+        """Where the model's file is under MEDIA_ROOT (never outside it), None without one."""
+        found = file_under(self.media_root, model.file)
+        return Path(found) if found is not None else None
 
     # -- parts -------------------------------------------------------------------------------
 

@@ -1,0 +1,224 @@
+"""OCR models (issue 20): the model tables in both stores, importing a model file, listing models.
+
+The demo holds three kraken models (see ``pipeline.demo``); the PostgreSQL demo is a copy of the
+same corpus in eScriptorium's schema, read by a role with SELECT grants only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import CorpusError
+from pipeline.ocrmodel import layer_model
+from pipeline.sources.postgres import PostgresSource
+from pipeline.store import Corpus
+from pipeline.store.schema import SCHEMA_VERSION
+from tests.pgcluster import Store
+
+#: a model name with every character XML, JSON and file systems care about
+HOSTILE = "Tëst <model> & \"quotes\" 'apos' ]]> /slash\\ \x7f"
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def models_of(store: Store) -> list[Any]:
+    async def read() -> list[Any]:
+        if store.kind == "sqlite":
+            with Corpus.open(store.corpus, readonly=True) as corpus:
+                return await corpus.models()
+        with PostgresSource(store.corpus, media_root=store.media_root) as pg:
+            return await pg.models()
+
+    return anyio.run(read)
+
+
+def test_demo_models_listed_from_both_stores(demo_store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(capsys, "models", "list", *demo_store.args)
+    assert (code, err) == (0, "")
+    rows = out.splitlines()
+    assert len(rows) == 3
+    assert rows[0].split()[:3] == ["1", "'blla'", "segmentation"]
+    tuned = rows[2]
+    for fact in ("'catmus-medieval-1.5'", "recognition", "accuracy 97.81%", "6 epochs", "owner demo",
+                 "parent 'catmus-medieval-1.0' (2)", "trained on 1 ", "run on 1, 2"):
+        assert fact in tuned, (fact, tuned)
+    size = (Path(demo_store.media_root or Path(demo_store.corpus).with_suffix(".media"))
+            / "models/c07e52d9/catmus-medieval-15.mlmodel").stat().st_size
+    assert f"{size:,} bytes" in tuned
+
+    code, out, _ = cli(capsys, "models", "list", *demo_store.args, "--document", "2", "--json")
+    described = json.loads(out)
+    assert [m["name"] for m in described] == ["blla", "catmus-medieval-1.5"]  # 1.0 never ran on it
+    tuned_json = described[1]
+    assert tuned_json["parent"] == {"id": 2, "name": "catmus-medieval-1.0"}
+    assert tuned_json["script"] == "Latin"
+    assert tuned_json["rights"] == [{"kind": "user", "name": "reviewer"},
+                                    {"kind": "group", "name": "Paleography seminar"}]
+    assert [v["data"]["training_epoch"] for v in tuned_json["versions"]] == [6, 5, 4, 3, 2, 1]
+    docs = {d["id"]: d for d in tuned_json["documents"]}
+    assert docs[1]["trained_on"] == "2023-01-01T12:00:00+00:00" and docs[2]["trained_on"] is None
+    assert docs[2]["executed_on"] == "2023-01-04T02:00:00+00:00"
+
+
+def test_both_stores_describe_the_models_identically(demo_corpus: Path, pg_demo: Store) -> None:
+    sqlite_models = models_of(Store("sqlite", str(demo_corpus)))
+    pg_models = models_of(pg_demo)
+    assert [m.describe() for m in sqlite_models] == [m.describe() for m in pg_models]
+    assert len(pg_models) == 3
+
+
+def test_layer_named_after_a_model_finds_it(demo_corpus: Path) -> None:
+    models = models_of(Store("sqlite", str(demo_corpus)))
+    assert layer_model("kraken:catmus-medieval-1.5", models, 1).name == "catmus-medieval-1.5"
+    assert layer_model("catmus-medieval-1.0", models, 1).id == 2  # a bare model name
+    assert layer_model("manual", models, 1) is None
+    assert layer_model("kraken:blla", models, 1) is None  # a segmenter writes no text
+
+
+# -- the corpus schema version -------------------------------------------------------------------
+
+
+def _downgrade_to_v1(path: Path) -> None:
+    """What a corpus written before the model tables looks like."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for table in ("core_ocrmodelright", "core_ocrmodeldocument", "core_ocrmodel", "core_script",
+                      "auth_group", "users_user"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE pipeline_meta SET value = '1' WHERE key = 'schema_version'")
+        conn.commit()
+
+
+def _version(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("SELECT value FROM pipeline_meta WHERE key = 'schema_version'").fetchone()[0]
+
+
+def test_version_1_corpus_is_read_as_is_and_upgraded_when_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "old.sqlite"
+    with Corpus.open(path, create=True) as corpus, corpus.transaction() as w:
+        w.add_layer(w.add_document("old document"), "manual")
+    _downgrade_to_v1(path)
+    before = path.read_bytes()
+    code, out, err = cli(capsys, "models", "list", "--corpus", str(path))  # read-only: untouched
+    assert (code, out, err) == (0, "", "")
+    assert path.read_bytes() == before and _version(path) == "1"
+    model = tmp_path / "m.mlmodel"
+    model.write_bytes(b"\x08\x05" + bytes(range(256)))
+    code, out, err = cli(capsys, "import", str(model), "--corpus", str(path), "--job", "recognition")
+    assert code == 0, err
+    assert _version(path) == str(SCHEMA_VERSION)
+    with Corpus.open(path, readonly=True) as corpus:
+        assert [m.name for m in anyio.run(corpus.models)] == ["m"]
+        assert corpus.connection.execute("SELECT name FROM core_document").fetchall() == [("old document",)]
+
+
+def test_newer_corpus_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite"
+    Corpus.open(path, create=True).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE pipeline_meta SET value = ? WHERE key = 'schema_version'",
+                     (str(SCHEMA_VERSION + 1),))
+        conn.commit()
+    before = path.read_bytes()
+    newer = f"schema version {SCHEMA_VERSION + 1} \\(written by a newer pipeline\\)"
+    with pytest.raises(CorpusError, match=newer):
+        Corpus.open(path)
+    assert path.read_bytes() == before
+
+
+# -- importing a model file ----------------------------------------------------------------------
+
+
+def test_import_model_with_flags_and_hostile_name(
+    tmp_path: Path, demo_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.sqlite"
+    corpus.write_bytes(demo_corpus.read_bytes())
+    source = demo_corpus.with_suffix(".media") / "models/c07e52d9/catmus-medieval-15.mlmodel"
+    code, out, err = cli(
+        capsys, "import", str(source), "--corpus", str(corpus), "--model-name", HOSTILE,
+        "--job", "recognition", "--accuracy", "0.912", "--epochs", "14", "--owner", "alice",
+        "--parent", "catmus-medieval-1.5",
+        "--script", "Latin", "--trained-on", "1", "--executed-on", "2",
+    )
+    assert code == 0, err
+    assert out.startswith(f"model 4 {HOSTILE!r} (recognition): ")
+    stored = Path(out.rsplit(": ", 1)[1].strip())
+    assert stored.read_bytes() == source.read_bytes()
+    assert stored.parent.parent == (tmp_path / "demo.media" / "models").resolve()  # the corpus says so
+    assert stored.name.endswith(".mlmodel") and "<" not in stored.name and "/" not in stored.name
+    code, out, _ = cli(capsys, "models", "list", "--corpus", str(corpus), "--json")
+    model = json.loads(out)[-1]
+    assert model["name"] == HOSTILE and model["job"] == "recognition" and model["owner"] == "alice"
+    assert (model["training_accuracy"], model["training_epoch"]) == (0.912, 14)
+    assert model["parent"] == {"id": 3, "name": "catmus-medieval-1.5"}
+    assert model["file_size"] == source.stat().st_size
+    assert [(d["id"], bool(d["trained_on"]), bool(d["executed_on"])) for d in model["documents"]] == [
+        (1, True, False), (2, False, True)]
+
+
+def test_import_model_from_its_model_json_keeps_the_history(
+    tmp_path: Path, demo_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.sqlite"
+    corpus.write_bytes(demo_corpus.read_bytes())
+    code, out, _ = cli(capsys, "models", "list", "--corpus", str(demo_corpus), "--json")
+    described = json.loads(out)[2]
+    sidecar = tmp_path / "model.json"
+    sidecar.write_text(json.dumps(described | {"name": "catmus-medieval-1.5 (restored)"}), encoding="utf-8")
+    source = demo_corpus.with_suffix(".media") / described["file"]
+    code, out, err = cli(capsys, "import", str(source), "--corpus", str(corpus), "--metadata", str(sidecar))
+    assert code == 0, err
+    code, out, _ = cli(capsys, "models", "list", "--corpus", str(corpus), "--json")
+    restored = json.loads(out)[-1]
+    for key in ("job", "training_epoch", "training_accuracy", "training_total", "owner", "parent", "script",
+                "revision", "version_created_at", "version_updated_at", "versions"):
+        assert restored[key] == described[key], key
+    assert [(d["id"], d["trained_on"], d["executed_on"]) for d in restored["documents"]] == [
+        (d["id"], d["trained_on"], d["executed_on"]) for d in described["documents"]]
+
+
+def test_failed_model_import_leaves_no_file_and_no_row(
+    tmp_path: Path, demo_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "c.sqlite"
+    corpus.write_bytes(demo_corpus.read_bytes())
+    model = tmp_path / "new.mlmodel"
+    model.write_bytes(b"\x08\x05" * 100)
+    code, _, err = cli(capsys, "import", str(model), "--corpus", str(corpus), "--job", "recognition",
+                       "--parent", "no such model")
+    assert code == 2 and err.count("\n") == 1 and "'no such model'" in err
+    code, _, err = cli(capsys, "import", str(model), "--corpus", str(corpus), "--job", "recognition",
+                       "--trained-on", "999")
+    assert code == 2 and "999" in err
+    code, _, err = cli(capsys, "import", str(model), "--corpus", str(corpus))
+    assert code == 2 and "--job" in err and str(model) in err
+    assert not list((tmp_path / "c.media").rglob("new*"))
+    with Corpus.open(corpus, readonly=True) as c:
+        assert len(anyio.run(c.models)) == 3
+
+
+def test_demo_model_files_are_kraken_coreml_protobufs(demo_corpus: Path) -> None:
+    """The demo's files carry kraken's metadata where kraken puts it (description.metadata.userDefined)."""
+    models = models_of(Store("sqlite", str(demo_corpus)))
+    for model in models:
+        data = (demo_corpus.with_suffix(".media") / model.file).read_bytes()
+        assert data[:2] == b"\x08\x05"  # field 1 (specificationVersion) = 5
+        assert b"kraken_meta" in data and f'"completed_epochs": {model.training_epoch}'.encode() in data
+        assert len(data) == model.file_size and 2_000 < len(data) < 10_000
+        assert hashlib.sha256(data).hexdigest()  # readable whole
