@@ -220,12 +220,12 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     import json
 
     async def run() -> int:
+        from .writers.models import keeper, of_document
+
         with _model_store(args) as store:
-            models = await store.models()
+            models = await keeper(store).models()
         if args.document is not None:
-            ref = str(args.document)
-            models = [m for m in models if any(str(d.document_id) == ref or d.document_name == ref
-                                               for d in m.documents)]
+            models = of_document(models, args.document)
         if args.json:
             print(json.dumps([m.describe() for m in models], indent=2, ensure_ascii=False))
             return 0
@@ -241,16 +241,37 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return anyio.run(run)
 
 
-def _model_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The SQLite corpus (read-only: listing never upgrades or writes it) or eScriptorium's database."""
-    from .sources.postgres import is_postgres_url, open_postgres
-    from .store import Corpus
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from .export import export_models
+    from .registry import Registry
 
-    if is_postgres_url(args.corpus):
-        return open_postgres(args.corpus, media_root=args.media_root, registry=args.registry)
-    if args.media_root is not None:
-        raise UsageError("--media-root goes with a postgresql:// corpus")
-    return Corpus.open(args.corpus, readonly=True)
+    async def run() -> int:
+        with _model_store(args) as store:
+            refs: list[str] = list(args.model)
+            if args.all or args.document is not None:
+                from .writers.models import keeper, of_document
+
+                models = await keeper(store).models()
+                refs += [str(m.id) for m in (models if args.all else of_document(models, args.document))]
+            if not refs:
+                raise UsageError("name the models: --model ID|NAME (repeatable), --document or --all")
+            where = args.registry or store.default_registry()
+            result = await export_models(store, refs, args.output, on_error=args.on_error,
+                                         registry=Registry(where) if where else None)
+        if result.location != "-":
+            print(result.location)
+        for entry in result.report:
+            print(f"pipeline: skipped {entry['error']}", file=sys.stderr)
+        return 1 if result.report else 0
+
+    return anyio.run(run)
+
+
+def _model_store(args: argparse.Namespace) -> Source:
+    """The corpus or eScriptorium's database (any source; those without models say so)."""
+    from .sources import open_source
+
+    return open_source(args.corpus, media_root=args.media_root, registry=args.registry)
 
 
 def _is_text_archive(path: Path) -> bool:
@@ -392,10 +413,24 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--corpus", required=True, metavar="FILE|URL",
                    help="SQLite corpus file, or eScriptorium's database as postgresql://...")
     q.add_argument("--media-root", metavar="DIR", help="with postgresql://: eScriptorium's MEDIA_ROOT")
-    q.add_argument("--registry", type=Path, help=argparse.SUPPRESS)
+    q.add_argument("--registry", type=Path, help="with postgresql://: where image sizes are cached")
     q.add_argument("--document", metavar="ID|NAME", help="only models trained on or run on this document")
     q.add_argument("--json", action="store_true", help="everything about each model, as JSON")
     q.set_defaults(func=cmd_models_list)
+    q = msub.add_parser("export", help="a zip of model files, byte for byte, each with its model.json")
+    q.add_argument("--corpus", required=True, metavar="FILE|URL",
+                   help="SQLite corpus file, or eScriptorium's database as postgresql://...")
+    q.add_argument("--media-root", metavar="DIR", help="with postgresql://: eScriptorium's MEDIA_ROOT")
+    q.add_argument("--model", action="append", default=[], metavar="ID|NAME",
+                   help="a model by id or exact name (repeatable)")
+    q.add_argument("--document", metavar="ID|NAME", help="the models trained on or run on this document")
+    q.add_argument("--all", action="store_true", help="every model")
+    q.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="a missing model file fails the export (default) or is left out and reported "
+                   "(exit 1)")
+    q.add_argument("-o", "--output", help="file, directory (default: current), - for stdout, or a URL")
+    q.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
+    q.set_defaults(func=cmd_models_export)
 
     p = sub.add_parser("exports", help="list or show recorded exports")
     esub = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")

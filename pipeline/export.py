@@ -10,6 +10,7 @@ whole group.
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,18 +26,20 @@ from pipeline.archive import ZipArchive
 from pipeline.errors import DocumentError, PipelineError, leaves
 from pipeline.model import Document
 from pipeline.naming import output_name, slug
+from pipeline.ns import REPORT_NAME
 from pipeline.options import ExportOptions
 from pipeline.registry import Registry, new_export_id
 from pipeline.select import RegionFilter
 from pipeline.sinks import Sink, open_sink
 from pipeline.sinks.threaded import ThreadedSink
 from pipeline.writers import FormatSpec, WriteJob
+from pipeline.writers.models import check_files, choose, keeper, write_models
 
 if TYPE_CHECKING:
     from pipeline.sources import Source
 
 __all__ = ["DocumentError", "ExportOptions", "ExportResult", "document_folder", "export_bulk",
-           "export_document"]
+           "export_document", "export_models"]
 
 
 @dataclass(slots=True)
@@ -81,8 +84,8 @@ async def export_document(
     name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
     sink = open_sink(target, name=name)
     result = ExportResult(export_id, document, sink.location)
-    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint), \
-            _publishing(sink, result):
+    with _Recording(registry, result, document.id, document.name, spec.name, options.layer, asdict(options),
+                    fingerprint), _publishing(sink, result):
         job = WriteJob(source, document, options, flt, scratch=scratch)
         await _write_alone(spec, job, sink)
         result.parts, result.report = job.parts, job.report
@@ -135,7 +138,8 @@ async def export_bulk(
     file_name = output_name(0, name, spec.tag, "zip", now or datetime.now(), export_id[-8:])
     sink = open_sink(target, name=file_name)
     result = ExportResult(export_id, None, sink.location)
-    with _Recording(registry, result, None, name, spec, options, fingerprint), _publishing(sink, result):
+    with _Recording(registry, result, None, name, spec.name, options.layer, asdict(options), fingerprint), \
+            _publishing(sink, result):
         archive = ZipArchive(sink)
         with _stopping(archive.abort):
             for document, flt, layer in zip(documents, filters, layers, strict=True):
@@ -149,6 +153,43 @@ async def export_bulk(
                 result.parts += job.parts
                 result.report += job.report
             await anyio.to_thread.run_sync(archive.close)
+    return result
+
+
+async def export_models(
+    source: Source,
+    refs: Sequence[str | int],
+    target: str | Path | None = None,
+    *,
+    registry: Registry | None = None,
+    on_error: str = "fail",
+    now: datetime | None = None,
+) -> ExportResult:
+    """Export the models ``refs`` names (ids or exact names) into one zip: each file byte for byte
+    and its ``model.json``, recorded in ``registry`` as format ``models``. A missing file fails
+    the export naming model and path (nothing is published), or with ``on_error="skip"`` is left
+    out and reported (its ``model.json`` is kept)."""
+    keeps = keeper(source)
+    every = await keeps.models()
+    models = choose(every, refs)
+    export_id = new_export_id()
+    label = models[0].name if len(models) == 1 else f"{len(models)} models"
+    when = now or datetime.now()
+    file_name = f"export_models_{slug(label) or 'model'}_{when:%Y%m%d%H%M%S}_{export_id[-8:]}.zip"
+    sink = open_sink(target, name=file_name)
+    result = ExportResult(export_id, None, sink.location)
+    options = {"models": [m.id for m in models], "on_error": on_error}
+    name = "models: " + ", ".join(m.name for m in models)
+    with _Recording(registry, result, None, name, "models", None, options, None), _publishing(sink, result):
+        missing = result.report = check_files(keeps, models, skip=on_error == "skip")
+        archive = ZipArchive(sink)
+        with _stopping(archive.abort):
+            await write_models(archive, keeps, models, every, missing=missing)
+            if missing:
+                report = json.dumps(missing, indent=1, ensure_ascii=False).encode()
+                archive.add(REPORT_NAME, report, "data", None)
+            await anyio.to_thread.run_sync(archive.close)
+        result.parts = len(models) - len(missing)
     return result
 
 
@@ -195,13 +236,13 @@ class _Recording:
 
     def __init__(
         self, registry: Registry | None, result: ExportResult, document_id: int | None, name: str,
-        spec: FormatSpec, options: ExportOptions, fingerprint: str | None,
+        format: str, layer: str | None, options: dict[str, Any], fingerprint: str | None,
     ) -> None:
         self.registry, self.result = registry, result
         if registry is not None:
             registry.start(
-                result.id, document_id=document_id, document_name=name, format=spec.name,
-                layer=options.layer, options=asdict(options), path=result.location, fingerprint=fingerprint,
+                result.id, document_id=document_id, document_name=name, format=format,
+                layer=layer, options=options, path=result.location, fingerprint=fingerprint,
             )
 
     def __enter__(self) -> None:

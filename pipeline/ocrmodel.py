@@ -74,7 +74,9 @@ class OcrModel:
 
     @property
     def versions(self) -> list[dict[str, Any]]:
-        value = json.loads(self.versions_json or "[]")
+        """The history, keys sorted: PostgreSQL's jsonb keeps its own key order, SQLite the
+        writer's, and the same model must describe itself the same from either."""
+        value = json.loads(self.versions_json or "[]", object_pairs_hook=lambda pairs: dict(sorted(pairs)))
         return value if isinstance(value, list) else []
 
     @property

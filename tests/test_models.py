@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +223,135 @@ def test_demo_model_files_are_kraken_coreml_protobufs(demo_corpus: Path) -> None
         assert b"kraken_meta" in data and f'"completed_epochs": {model.training_epoch}'.encode() in data
         assert len(data) == model.file_size and 2_000 < len(data) < 10_000
         assert hashlib.sha256(data).hexdigest()  # readable whole
+
+
+# -- models export -------------------------------------------------------------------------------
+
+
+def _zip_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def test_models_export_from_both_stores_is_byte_for_byte(
+    demo_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry.sqlite"
+    code, out, err = cli(capsys, "models", "export", *demo_store.args, "--model", "catmus-medieval-1.5",
+                         "--model", "1", "-o", f"{tmp_path}/", "--registry", str(registry))
+    assert (code, err) == (0, "")
+    archive = Path(out.strip())
+    assert archive.parent == tmp_path and archive.name.startswith("export_models_2_models_")
+    members = _zip_members(archive)
+    assert sorted(members) == ["models/1_blla/blla.mlmodel", "models/1_blla/model.json",
+                               "models/3_catmus_medieval_15/catmus-medieval-15.mlmodel",
+                               "models/3_catmus_medieval_15/model.json"]
+    media = demo_store.media_root or Path(demo_store.corpus).with_suffix(".media")
+    for folder, stored in (("models/1_blla/", "models/3f2a9c1e/blla.mlmodel"),
+                           ("models/3_catmus_medieval_15/", "models/c07e52d9/catmus-medieval-15.mlmodel")):
+        original = (media / stored).read_bytes()
+        name = stored.rsplit("/", 1)[1]
+        assert members[folder + name] == original
+        described = json.loads(members[folder + "model.json"])
+        assert described["sha256"] == hashlib.sha256(original).hexdigest()
+        assert described["file"] == stored and described["file_size"] == len(original)
+    tuned = json.loads(members["models/3_catmus_medieval_15/model.json"])
+    assert tuned["ancestors"] == [{"id": 2, "name": "catmus-medieval-1.0",
+                                   "revision": tuned["ancestors"][0]["revision"],
+                                   "training_accuracy": 0.9512, "training_epoch": 38}]
+    assert len(tuned["versions"]) == 6 and tuned["versions"][0]["data"]["training_epoch"] == 6
+    with contextlib.closing(sqlite3.connect(registry)) as db:
+        rows = db.execute("SELECT format, status, path, sha256, part_count, document_name"
+                          " FROM pipeline_export").fetchall()
+    assert rows == [("models", "complete", str(archive), hashlib.sha256(archive.read_bytes()).hexdigest(), 2,
+                     "models: catmus-medieval-1.5, blla")]
+
+
+def test_models_export_is_the_same_bytes_from_either_store_and_run(
+    demo_corpus: Path, pg_demo: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digests = set()
+    for n, store in enumerate((Store("sqlite", str(demo_corpus)), pg_demo, pg_demo)):
+        target = tmp_path / f"models{n}.zip"
+        code, _, err = cli(capsys, "models", "export", *store.args, "--all", "-o", str(target),
+                           "--registry", str(tmp_path / "r.sqlite"))
+        assert code == 0, err
+        digests.add(hashlib.sha256(target.read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def _corpus_copy(demo_corpus: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the demo corpus with its own media folder (so a test may break it)."""
+    import shutil
+
+    corpus = tmp_path / "c.sqlite"
+    shutil.copyfile(demo_corpus, corpus)
+    with contextlib.closing(sqlite3.connect(corpus)) as db:
+        db.execute("UPDATE pipeline_meta SET value = 'c.media' WHERE key = 'media_root'")
+        db.commit()
+    shutil.copytree(demo_corpus.with_suffix(".media"), tmp_path / "c.media")
+    return corpus, tmp_path / "c.media"
+
+
+def test_missing_model_file_is_one_line_naming_model_and_path(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, media = _corpus_copy(demo_corpus, tmp_path)
+    lost = media / "models/c07e52d9/catmus-medieval-15.mlmodel"
+    lost.unlink()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = cli(capsys, "models", "export", "--corpus", str(corpus), "--all", "-o", f"{out_dir}/")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "model 3 ('catmus-medieval-1.5')" in err and str(lost) in err
+    assert list(out_dir.iterdir()) == []  # nothing published, not even a partial file
+    code, out, _ = cli(capsys, "exports", "list", "--corpus", str(corpus))
+    assert " failed " in out and "models" in out
+
+    code, out, err = cli(capsys, "models", "export", "--corpus", str(corpus), "--all", "--on-error", "skip",
+                         "-o", f"{out_dir}/")
+    assert code == 1
+    assert err.startswith("pipeline: skipped model 3 ('catmus-medieval-1.5')") and str(lost) in err
+    members = _zip_members(Path(out.strip()))
+    assert "models/3_catmus_medieval_15/catmus-medieval-15.mlmodel" not in members
+    kept = json.loads(members["models/3_catmus_medieval_15/model.json"])
+    assert kept["file_missing"] is True and kept["sha256"] is None and len(kept["versions"]) == 6
+    report = json.loads(members["export-report.json"])
+    assert [(r["model"], r["file"]) for r in report] == [(3, "models/c07e52d9/catmus-medieval-15.mlmodel")]
+    assert "models/1_blla/blla.mlmodel" in members and "models/2_catmus_medieval_10/model.json" in members
+
+
+def test_model_without_file_and_unknown_model(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, _ = _corpus_copy(demo_corpus, tmp_path)
+    with contextlib.closing(sqlite3.connect(corpus)) as db:
+        db.execute("UPDATE core_ocrmodel SET file = NULL, training = 1 WHERE id = 2")
+        db.commit()
+    target = str(tmp_path / "x.zip")
+    code, _, err = cli(capsys, "models", "export", "--corpus", str(corpus), "--model", "2", "-o", target)
+    assert code == 1 and "model 2 ('catmus-medieval-1.0') has no file" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, "models", "export", "--corpus", str(corpus), "--model", "nope",
+                       "--model", "99", "-o", target)
+    assert code == 2 and "no model 'nope', '99'" in err
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_model_with_hostile_name_exports_and_reimports(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, media = _corpus_copy(demo_corpus, tmp_path)
+    weights = tmp_path / "odd.mlmodel"
+    weights.write_bytes(bytes(range(256)) * 64)
+    code, _, err = cli(capsys, "import", str(weights), "--corpus", str(corpus), "--model-name", HOSTILE,
+                       "--job", "segmentation", "--executed-on", "2")
+    assert code == 0, err
+    code, out, err = cli(capsys, "models", "export", "--corpus", str(corpus), "--model", HOSTILE,
+                         "-o", str(tmp_path / "odd.zip"))
+    assert code == 0, err
+    members = _zip_members(tmp_path / "odd.zip")
+    (folder,) = {name.rsplit("/", 1)[0] for name in members}
+    assert folder.startswith("models/4_") and all(c not in folder for c in '<>&"\'\\\x7f ')
+    described = json.loads(members[folder + "/model.json"])
+    assert described["name"] == HOSTILE and members[folder + "/odd.mlmodel"] == weights.read_bytes()
