@@ -80,6 +80,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         log.info("export %s: %d parts, %d bytes, sha256 %s", result.id, result.parts, result.size,
                  result.sha256)
         for entry in result.report:
+            if "model" in entry:
+                print(f"pipeline: skipped {entry['error']}", file=sys.stderr)
+                continue
             print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
                   file=sys.stderr)
         return 1 if result.report else 0

@@ -21,19 +21,20 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from pipeline import writers
+from pipeline import __version__, writers
 from pipeline.archive import ZipArchive
-from pipeline.errors import DocumentError, PipelineError, leaves
+from pipeline.errors import DocumentError, PipelineError, UsageError, leaves
 from pipeline.model import Document
 from pipeline.naming import output_name, slug
 from pipeline.ns import REPORT_NAME
+from pipeline.ocrmodel import OcrModel, provenance
 from pipeline.options import ExportOptions
 from pipeline.registry import Registry, new_export_id
 from pipeline.select import RegionFilter
 from pipeline.sinks import Sink, open_sink
 from pipeline.sinks.threaded import ThreadedSink
 from pipeline.writers import FormatSpec, WriteJob
-from pipeline.writers.models import check_files, choose, keeper, write_models
+from pipeline.writers.models import check_files, choose, keeper, source_models, used_by, write_models
 
 if TYPE_CHECKING:
     from pipeline.sources import Source
@@ -77,8 +78,12 @@ async def export_document(
     files go (default: the system's temporary folder).
     """
     spec = writers.get(options.format)
+    _check_models(spec, options)
     options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
+    models = await source_models(source)
+    assert options.layer is not None
+    document = _with_provenance(document, options.layer, models)
     export_id = new_export_id()
     when = now or datetime.now()
     name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
@@ -87,17 +92,54 @@ async def export_document(
     with _Recording(registry, result, document.id, document.name, spec.name, options.layer, asdict(options),
                     fingerprint), _publishing(sink, result):
         job = WriteJob(source, document, options, flt, scratch=scratch)
-        await _write_alone(spec, job, sink)
+        await _write_alone(spec, job, sink, _Models(source, models, [document], options))
         result.parts, result.report = job.parts, job.report
     return result
 
 
-async def _write_alone(spec: FormatSpec, job: WriteJob, sink: Sink) -> None:
+SOFTWARE = "pipeline"
+
+
+def _with_provenance(document: Document, layer: str, models: Sequence[OcrModel]) -> Document:
+    """The document saying who made what its export holds: this program and version, the layer,
+    and the models of that layer (every format writes it where its schema keeps provenance)."""
+    return dataclasses.replace(document, provenance=provenance(SOFTWARE, __version__, layer, models,
+                                                               document.id))
+
+
+def _check_models(spec: FormatSpec, options: ExportOptions) -> None:
+    if options.models != "none" and not spec.zipped:
+        raise UsageError(f"models = {options.models!r} adds model files to an archive; format "
+                         f"{spec.name!r} writes a single {spec.suffix} stream")
+
+
+@dataclass(slots=True)
+class _Models:
+    """The models an archive adds (``options.models``): none, those trained on or run on its
+    documents, or all; a missing file follows ``on_error``."""
+
+    source: Source
+    every: Sequence[OcrModel]
+    documents: Sequence[Document]
+    options: ExportOptions
+
+    async def write(self, archive: ZipArchive, report: list[dict[str, Any]]) -> None:
+        if self.options.models == "none" or not self.every:
+            return
+        chosen = list(self.every) if self.options.models == "all" else used_by(self.every, self.documents)
+        keeps = keeper(self.source)
+        missing = check_files(keeps, chosen, skip=self.options.on_error == "skip")
+        await write_models(archive, keeps, chosen, self.every, missing=missing)
+        report += missing
+
+
+async def _write_alone(spec: FormatSpec, job: WriteJob, sink: Sink, models: _Models) -> None:
     """A one-document export: a zip of the writer's entries, or the writer's stream as it is."""
     if spec.zipped:
         archive = job.archive = ZipArchive(sink)
         with _stopping(archive.abort), _one_user_error():
             await spec.writer.write(job)
+            await models.write(archive, job.report)
             await anyio.to_thread.run_sync(archive.close)
     else:
         stream = ThreadedSink(sink)
@@ -131,9 +173,12 @@ async def export_bulk(
     then. Anything else (a bug, an output error) fails the archive as itself.
     """
     spec = writers.get(options.format)
+    _check_models(spec, options)
     filters = [RegionFilter.parse(options.regions, doc) for doc in documents]
     # each document reads its own default layer when none is named; fail before writing
     layers = [doc.choose_layer(options.layer).name for doc in documents]
+    models = await source_models(source)
+    documents = [_with_provenance(doc, layer, models) for doc, layer in zip(documents, layers, strict=True)]
     export_id = new_export_id()
     file_name = output_name(0, name, spec.tag, "zip", now or datetime.now(), export_id[-8:])
     sink = open_sink(target, name=file_name)
@@ -152,6 +197,7 @@ async def export_bulk(
                     raise DocumentError(document, exc) from exc
                 result.parts += job.parts
                 result.report += job.report
+            await _Models(source, models, documents, options).write(archive, result.report)
             await anyio.to_thread.run_sync(archive.close)
     return result
 

@@ -221,3 +221,66 @@ def file_under(media_root: PurePath | None, file: str | None) -> PurePath | None
     if relative.is_absolute() or ".." in relative.parts or "\\" in file:
         return None
     return media_root / relative
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStep:
+    """A model's part in what an export holds: the segmentation of the document, or the recognition
+    that wrote the exported layer. ``executed_on`` comes from the data (None when unrecorded)."""
+
+    job: str
+    model_id: int
+    name: str
+    revision: str
+    accuracy: float
+    epochs: int
+    parent: str | None = None
+    executed_on: datetime | None = None
+
+    @property
+    def summary(self) -> str:
+        """One line for settings fields: the model and how it was trained."""
+        parent = f", fine-tuned from {self.parent}" if self.parent else ""
+        return (f"kraken model {self.name} (eScriptorium model {self.model_id}, revision {self.revision}, "
+                f"accuracy {self.accuracy:.2%} after {self.epochs} epochs{parent})")
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Who made an exported document: this program (name, version) exporting ``layer``, and the
+    models whose work it holds (segmentation first, then the layer's recognition). No clock time:
+    the times are the data's, so the same data gives the same files."""
+
+    software: str
+    version: str
+    layer: str
+    steps: tuple[ModelStep, ...] = ()
+
+    @property
+    def producer(self) -> str:
+        return f"{self.software} {self.version}"
+
+
+def provenance(
+    software: str, version: str, layer: str, models: Sequence[OcrModel], document_id: int
+) -> Provenance:
+    """The provenance of ``layer`` of a document: segmentation models run on the document (through
+    ``core_ocrmodeldocument``), then the recognition model the layer is named after (see
+    :func:`layer_model`), if any."""
+    steps = []
+    for model in models:
+        if model.job != JOB_IDS["segmentation"]:
+            continue
+        runs = [d.executed_on for d in model.documents if d.document_id == document_id and d.executed_on]
+        if runs:
+            steps.append(_step(model, max(runs)))
+    made_by = layer_model(layer, list(models), document_id)
+    if made_by is not None:
+        runs = [d.executed_on for d in made_by.documents if d.document_id == document_id and d.executed_on]
+        steps.append(_step(made_by, max(runs) if runs else None))
+    return Provenance(software, version, layer, tuple(steps))
+
+
+def _step(model: OcrModel, when: datetime | None) -> ModelStep:
+    return ModelStep(model.job_name, model.id, model.name, model.revision, model.training_accuracy,
+                     model.training_epoch, model.parent_name, when)

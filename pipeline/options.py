@@ -116,6 +116,9 @@ class ExportOptions:
     categories: str | None = field(default=None, metadata=option(
         "exchange format: the document metadata key whose values are the categories (default: tags)",
         metavar="KEY"))
+    models: Literal["none", "used", "all"] = field(default="none", metadata=option(
+        "add OCR models to the archive: none (default), those trained on or run on its documents, or all",
+        metavar="none|used|all"))
 
     def __post_init__(self) -> None:
         if isinstance(self.regions, tuple | list):  # a job file's list: the CLI's comma form

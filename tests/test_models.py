@@ -355,3 +355,158 @@ def test_model_with_hostile_name_exports_and_reimports(
     assert folder.startswith("models/4_") and all(c not in folder for c in '<>&"\'\\\x7f ')
     described = json.loads(members[folder + "/model.json"])
     assert described["name"] == HOSTILE and members[folder + "/odd.mlmodel"] == weights.read_bytes()
+
+
+# -- provenance and models in document archives --------------------------------------------------
+
+ALTO_NS = "{http://www.loc.gov/standards/alto/ns-v4#}"
+PAGE_NS = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
+METS_NS = "{http://www.loc.gov/METS/}"
+
+
+def _xml(data: bytes) -> Any:
+    from lxml import etree
+
+    return etree.fromstring(data)
+
+
+def _export(capsys: pytest.CaptureFixture[str], store_args: list[str], target: Path, *args: str) -> Path:
+    code, _, err = cli(capsys, "-q", "export", *store_args, *args, "-o", str(target))
+    assert code == 0, err
+    return target
+
+
+@pytest.mark.parametrize("layer", ["kraken:catmus-medieval-1.5", "manual"])
+def test_provenance_in_alto_page_and_mets_valid_and_the_same_from_both_stores(
+    demo_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], layer: str
+) -> None:
+    from pipeline import __version__
+    from pipeline.verify import verify_archive
+
+    by_model = layer != "manual"
+    for fmt in ("alto", "page"):
+        archive = _export(capsys, demo_store.args, tmp_path / f"{fmt}.zip", "--document", "2",
+                          "--format", fmt, "--layer", layer)
+        assert verify_archive(archive) == []  # ALTO 4.2 and 4.4, PAGE 2019, METS: every entry valid
+        members = _zip_members(archive)
+        page = _xml(members["f001.xml"])
+        if fmt == "alto":
+            steps = page.findall(f"{ALTO_NS}Description/{ALTO_NS}Processing")
+            described = [(s.findtext(f"{ALTO_NS}processingStepDescription"),
+                          s.findtext(f"{ALTO_NS}processingDateTime"),
+                          s.findtext(f"{ALTO_NS}processingSoftware/{ALTO_NS}softwareName"),
+                          s.findtext(f"{ALTO_NS}processingSoftware/{ALTO_NS}softwareVersion")) for s in steps]
+            expected = [("segmentation", "2023-01-02T02:00:00+00:00", "kraken", None)]
+            if by_model:  # run on document 2 two days after its segmentation, as the data says
+                expected.append((f"recognition: layer {layer}", "2023-01-04T02:00:00+00:00", "kraken", None))
+            expected.append((f"export of transcription layer {layer}", None, "pipeline", __version__))
+            assert described == expected
+            if by_model:
+                settings = steps[1].findtext(f"{ALTO_NS}processingStepSettings")
+                assert "catmus-medieval-1.5 (eScriptorium model 3" in settings
+                assert "fine-tuned from catmus-medieval-1.0" in settings
+        else:
+            items = page.findall(f"{PAGE_NS}Metadata/{PAGE_NS}MetadataItem")
+            assert {i.get("type") for i in items} == {"processingStep"}
+            names = [(i.get("name"), i.get("value"), i.get("date")) for i in items]
+            assert names[0] == ("segmentation", "kraken blla", "2023-01-02T02:00:00+00:00")
+            assert names[-1] == ("export", f"pipeline {__version__}", None)
+            assert len(names) == (3 if by_model else 2)
+            labels = {lab.get("type"): lab.get("value") for lab in items[-1].iter(f"{PAGE_NS}Label")}
+            assert labels == {"software": "pipeline", "version": __version__, "layer": layer}
+        mets = _xml(members["METS.xml"])
+        agents = mets.findall(f"{METS_NS}metsHdr/{METS_NS}agent")
+        assert agents[0].get("ROLE") == "CREATOR" and agents[0].findtext(f"{METS_NS}name") == \
+            f"pipeline {__version__}"
+        roles = [a.get("OTHERROLE") for a in agents[1:]]
+        assert roles == ["SEGMENTATION"] + (["RECOGNITION"] if by_model else [])
+
+
+def test_provenance_of_a_model_with_an_xml_hostile_name(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A layer made by a model whose name holds < & " ' ]]> and a DEL: valid XML, the name intact."""
+    from pipeline.verify import verify_archive
+
+    corpus, _ = _corpus_copy(demo_corpus, tmp_path)
+    weights = tmp_path / "hostile.mlmodel"
+    weights.write_bytes(b"\x08\x05" + bytes(512))
+    code, _, err = cli(capsys, "import", str(weights), "--corpus", str(corpus), "--model-name", HOSTILE,
+                       "--job", "recognition", "--executed-on", "1", "--parent", "catmus-medieval-1.5")
+    assert code == 0, err
+    with contextlib.closing(sqlite3.connect(corpus)) as db:  # the layer it wrote, named as eScriptorium does
+        db.execute("UPDATE core_transcription SET name = ? WHERE document_id = 1 AND name = ?",
+                   ("kraken:" + HOSTILE, "kraken:catmus-medieval-1.5"))
+        db.commit()
+    for fmt in ("alto", "page"):
+        archive = _export(capsys, ["--corpus", str(corpus)], tmp_path / f"h-{fmt}.zip", "--document", "1",
+                          "--format", fmt, "--layer", "kraken:" + HOSTILE, "--models", "used")
+        assert verify_archive(archive) == []
+        members = _zip_members(archive)
+        text = members["f001.xml"].decode()
+        page = _xml(members["f001.xml"])
+        if fmt == "alto":
+            settings = [s.findtext(f"{ALTO_NS}processingStepSettings")
+                        for s in page.iter(f"{ALTO_NS}Processing")]
+            assert any(s and s.startswith(f"kraken model {HOSTILE} (eScriptorium model 4") for s in settings)
+        else:
+            values = [i.get("value") for i in page.iter(f"{PAGE_NS}MetadataItem")]
+            assert f"kraken {HOSTILE}" in values
+        assert "<model>" not in text  # escaped, never markup
+        agents = [a.findtext(f"{METS_NS}name") for a in _xml(members["METS.xml"]).iter(f"{METS_NS}agent")]
+        assert f"kraken model {HOSTILE}" in agents
+        folders = {n.split("/")[1] for n in members if n.startswith("models/")}
+        assert any(f.startswith("4_") for f in folders)  # the hostile model travels with the archive
+
+
+def test_models_used_and_all_in_document_and_bulk_archives(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = ["--corpus", str(demo_corpus)]
+    plain = _zip_members(_export(capsys, store, tmp_path / "none.zip", "--document", "2"))
+    assert not [n for n in plain if n.startswith("models/")]  # default: none
+    used = _export(capsys, store, tmp_path / "used.zip", "--document", "2", "--models", "used")
+    again = _export(capsys, store, tmp_path / "used-again.zip", "--document", "2", "--models", "used")
+    assert used.read_bytes() == again.read_bytes()  # reproducible, models included
+    members = _zip_members(used)
+    assert sorted(n for n in members if n.startswith("models/")) == [
+        "models/1_blla/blla.mlmodel", "models/1_blla/model.json",
+        "models/3_catmus_medieval_15/catmus-medieval-15.mlmodel", "models/3_catmus_medieval_15/model.json"]
+    every = _zip_members(_export(capsys, store, tmp_path / "all.zip", "--document", "2", "--models", "all"))
+    assert "models/2_catmus_medieval_10/catmus-medieval-10.mlmodel" in every
+    code, _, err = cli(capsys, "export", *store, "--document", "2", "--format", "text", "--models", "used",
+                       "-o", str(tmp_path / "t.txt"))
+    assert code == 2 and "models = 'used'" in err and not (tmp_path / "t.txt").exists()
+
+    job = tmp_path / "job.toml"
+    job.write_text(f'name = "bulk"\ncorpus = "{demo_corpus}"\n[archive]\ndirectory = "{tmp_path / "bulk"}"\n'
+                   'mode = "bulk"\n[[outputs]]\nformat = "page"\nmodels = "used"\n', encoding="utf-8")
+    code, _, err = cli(capsys, "-q", "run", str(job))
+    assert code == 0, err
+    (archive,) = (tmp_path / "bulk").glob("*.zip")
+    bulk = _zip_members(archive)
+    folders = sorted({n.split("/")[1] for n in bulk if n.startswith("models/")})
+    assert folders == ["1_blla", "3_catmus_medieval_15"]
+    media = demo_corpus.with_suffix(".media")
+    assert bulk["models/3_catmus_medieval_15/catmus-medieval-15.mlmodel"] == (
+        media / "models/c07e52d9/catmus-medieval-15.mlmodel").read_bytes()
+    mets = [n for n in bulk if n.endswith("METS.xml")]
+    assert len(mets) == 2 and all(b"<metsHdr>" in bulk[n] for n in mets)
+
+
+def test_job_reports_a_skipped_model_file(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, media = _corpus_copy(demo_corpus, tmp_path)
+    (media / "models/3f2a9c1e/blla.mlmodel").unlink()
+    job = tmp_path / "job.toml"
+    job.write_text(f'name = "nightly"\ncorpus = "{corpus}"\n[archive]\ndirectory = "{tmp_path / "out"}"\n'
+                   '[[outputs]]\nformat = "alto"\nmodels = "used"\non_error = "skip"\n', encoding="utf-8")
+    code, _, err = cli(capsys, "-q", "run", str(job))
+    assert code == 1, err
+    report = json.loads((tmp_path / "out" / "nightly-report.json").read_text())
+    assert len(report["exported"]) == 2 and report["failed"] == []
+    for entry in report["exported"]:
+        assert entry["skipped_images"] == []
+        assert [(m["model"], m["name"]) for m in entry["skipped_models"]] == [(1, "blla")]
+        assert str(media / "models/3f2a9c1e/blla.mlmodel") in entry["skipped_models"][0]["error"]

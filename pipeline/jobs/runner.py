@@ -102,10 +102,11 @@ class JobReport:
 
     @property
     def exit_code(self) -> int:
-        """1 if an archive failed, an image was left out (``on_error = "skip"``) or an old archive
-        could not be pruned, else 0."""
+        """1 if an archive failed, an image or a model file was left out (``on_error = "skip"``) or
+        an old archive could not be pruned, else 0."""
         failed = self.failed or self.prune_failed
-        return 1 if failed or any(e.get("skipped_images") for e in self.exported) else 0
+        skipped = any(e.get("skipped_images") or e.get("skipped_models") for e in self.exported)
+        return 1 if failed or skipped else 0
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -284,7 +285,10 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
                             "fingerprint": task.fingerprint}
     if result is not None:
         item |= {"export_id": result.id, "path": result.location, "size": result.size,
-                 "sha256": result.sha256, "parts": result.parts, "skipped_images": result.report}
+                 "sha256": result.sha256, "parts": result.parts,
+                 "skipped_images": [r for r in result.report if "model" not in r]}
+        if models := [r for r in result.report if "model" in r]:
+            item["skipped_models"] = models
     return item | extra
 
 

@@ -70,7 +70,8 @@ class PageZipWriter:
         if job.report:
             report = json.dumps(job.report, indent=1, ensure_ascii=False).encode()
             archive.add(job.prefix + REPORT_NAME, report, "data", document.updated_at)
-        archive.add(job.prefix + METS_NAME, mets.render(pages.index), "xml", document.updated_at)
+        archive.add(job.prefix + METS_NAME, mets.render(pages.index, document.provenance), "xml",
+                    document.updated_at)
         await anyio.to_thread.run_sync(archive.flush)
 
 
