@@ -371,7 +371,10 @@ def _xml(data: bytes) -> Any:
 
 
 def _export(capsys: pytest.CaptureFixture[str], store_args: list[str], target: Path, *args: str) -> Path:
-    code, _, err = cli(capsys, "-q", "export", *store_args, *args, "-o", str(target))
+    """An export recorded beside ``target``, never in the session's shared demo corpus."""
+    registry = target.parent / "registry.sqlite"
+    code, _, err = cli(capsys, "-q", "export", *store_args, *args, "-o", str(target),
+                       "--registry", str(registry))
     assert code == 0, err
     return target
 
@@ -475,12 +478,13 @@ def test_models_used_and_all_in_document_and_bulk_archives(
     every = _zip_members(_export(capsys, store, tmp_path / "all.zip", "--document", "2", "--models", "all"))
     assert "models/2_catmus_medieval_10/catmus-medieval-10.mlmodel" in every
     code, _, err = cli(capsys, "export", *store, "--document", "2", "--format", "text", "--models", "used",
-                       "-o", str(tmp_path / "t.txt"))
+                       "-o", str(tmp_path / "t.txt"), "--registry", str(tmp_path / "r.sqlite"))
     assert code == 2 and "models = 'used'" in err and not (tmp_path / "t.txt").exists()
 
     job = tmp_path / "job.toml"
-    job.write_text(f'name = "bulk"\ncorpus = "{demo_corpus}"\n[archive]\ndirectory = "{tmp_path / "bulk"}"\n'
-                   'mode = "bulk"\n[[outputs]]\nformat = "page"\nmodels = "used"\n', encoding="utf-8")
+    job.write_text(f'name = "bulk"\ncorpus = "{demo_corpus}"\nregistry = "{tmp_path / "r.sqlite"}"\n'
+                   f'[archive]\ndirectory = "{tmp_path / "bulk"}"\nmode = "bulk"\n'
+                   '[[outputs]]\nformat = "page"\nmodels = "used"\n', encoding="utf-8")
     code, _, err = cli(capsys, "-q", "run", str(job))
     assert code == 0, err
     (archive,) = (tmp_path / "bulk").glob("*.zip")
