@@ -285,11 +285,15 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
                             "fingerprint": task.fingerprint}
     if result is not None:
         item |= {"export_id": result.id, "path": result.location, "size": result.size,
-                 "sha256": result.sha256, "parts": result.parts,
-                 "skipped_images": [r for r in result.report if "model" not in r]}
-        if models := [r for r in result.report if "model" in r]:
-            item["skipped_models"] = models
+                 "sha256": result.sha256, "parts": result.parts, **_skipped(result.report)}
     return item | extra
+
+
+def _skipped(report: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """An export's report as the job reports it: images left out, and model files (if any)."""
+    models = [r for r in report if "model" in r]
+    return {"skipped_images": [r for r in report if "model" not in r]} | (
+        {"skipped_models": models} if models else {})
 
 
 async def _export(plan: Plan, task: Task, source: Source, registry: Registry) -> ExportResult:
@@ -458,7 +462,7 @@ async def _run_documents(
                               part_count=outcome.parts, report=outcome.skipped_images or None)
             report.exported.append(_entry(task, export_id=export_id, path=outcome.location,
                                           size=outcome.size, sha256=outcome.sha256, parts=outcome.parts,
-                                          skipped_images=outcome.skipped_images,
+                                          **_skipped(outcome.skipped_images),
                                           duration_s=round(time.monotonic() - clock[work.key], 3)))
             _prune(plan, task, registry, report)
         else:
