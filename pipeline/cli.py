@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,17 +32,6 @@ OPTION = "opt:"
 log = logging.getLogger("pipeline")
 
 
-def parse_pages(spec: str) -> tuple[int, ...]:
-    """``"1-10,15"`` → page numbers (1-based, in document order); empty = all."""
-    pages: set[int] = set()
-    for token in filter(None, (t.strip() for t in spec.split(","))):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
-        if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < int(m[1])):
-            raise UsageError(f"--parts: {token!r} is not a page number or range like 1-10")
-        pages.update(range(int(m[1]), int(m[2] or m[1]) + 1))
-    return tuple(sorted(pages))
-
-
 # --- commands -----------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -61,6 +49,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
     from .export import export_document
+    from .options import parse_pages
     from .registry import Registry
     from .sinks import local_folder
 
@@ -314,6 +303,58 @@ def cmd_exports_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_registry(args: argparse.Namespace) -> Path:
+    """The registry the service keeps its users and exports in: ``--registry``, else the
+    corpus's own (the corpus file), else the user's (``~/.local/share/pipeline``)."""
+    from .registry import default_registry
+    from .sources import open_source
+
+    if args.registry is not None:
+        return Path(args.registry)
+    if args.corpus is None:
+        raise UsageError("give --registry FILE or --corpus FILE|URL")
+    with open_source(args.corpus, media_root=getattr(args, "media_root", None)) as source:
+        found = source.default_registry()
+    return found or default_registry()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .serve import ServeConfig, create_app
+
+    registry = _serve_registry(args)
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    if args.max_exports < 1:
+        raise UsageError("--max-exports: at least 1")
+    config = ServeConfig(
+        corpus=args.corpus, registry=registry, data=Path(args.data or registry.with_suffix(".serve")),
+        media_root=args.media_root, webhook=args.webhook, limit=args.max_exports,
+        secure_cookies=args.secure_cookies)
+    app = create_app(config)
+    log.info("serving %s on http://%s:%d/ (registry %s, exports in %s)", args.corpus, args.host, args.port,
+             registry, config.exports)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from .serve.accounts import Accounts
+
+    accounts = Accounts(_serve_registry(args))
+    if args.users_command == "add":
+        print(accounts.add_user(args.name))
+    elif args.users_command == "token":
+        print(accounts.new_token(args.name))
+    elif args.users_command == "revoke":
+        print(f"{accounts.revoke(args.name)} token(s) of {args.name} revoked")
+    else:
+        for user, tokens in accounts.users():
+            print(f"{user.name}\t{tokens} token(s)")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify_path
 
@@ -445,6 +486,35 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     q.add_argument("id", help="export id (or a unique prefix)")
     q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
     q.set_defaults(func=cmd_exports_show)
+
+    p = sub.add_parser("serve", help="serve the export page, the Files page and the JSON API over HTTP")
+    p.add_argument("--corpus", required=True, metavar="FILE|URL",
+                   help="SQLite corpus file, or eScriptorium's database as postgresql://...")
+    p.add_argument("--media-root", metavar="DIR", help="with postgresql://: eScriptorium's MEDIA_ROOT")
+    p.add_argument("--registry", type=Path,
+                   help="registry file: exports, users and tokens (default: the corpus file, else "
+                   "~/.local/share/pipeline/registry.sqlite)")
+    p.add_argument("--data", type=Path, metavar="DIR",
+                   help="where exports and thumbnails are kept (default: the registry's name + .serve/)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--webhook", metavar="URL", help="POSTed a JSON description of every finished export")
+    p.add_argument("--max-exports", type=int, default=3, metavar="N",
+                   help="exports one user may run at once, on the fly included (default: 3)")
+    p.add_argument("--secure-cookies", action="store_true", help="session cookie only over HTTPS")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("users", help="users of pipeline serve and their API tokens")
+    usub = p.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    for action, text in (("add", "a new user; prints their token (shown only once)"),
+                         ("token", "a new token for a user; prints it"),
+                         ("revoke", "remove every token of a user"), ("list", "users and their tokens")):
+        q = usub.add_parser(action, help=text)
+        if action != "list":
+            q.add_argument("name")
+        q.add_argument("--registry", type=Path, help="registry file (default: the corpus's)")
+        q.add_argument("--corpus", metavar="FILE|URL", help="the corpus served")
+        q.set_defaults(func=cmd_users)
 
     p = sub.add_parser("verify", help="check archives (CRCs, XML schemas, METS references) and text exports")
     p.add_argument("archives", nargs="+")

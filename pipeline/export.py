@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,13 +69,18 @@ async def export_document(
     now: datetime | None = None,
     fingerprint: str | None = None,
     scratch: Path | None = None,
+    export_id: str | None = None,
+    sink_for: Callable[[str], Sink] | None = None,
 ) -> ExportResult:
     """Export one document to ``target`` (``-o``: a file, a folder, ``-``, a URL); record it in
     ``registry``. Raises :class:`PipelineError` on failure; nothing is published then.
 
     ``fingerprint`` (of the data and options, see ``pipeline.jobs``) is recorded so a job can skip
     documents that have not changed since their last export; ``scratch`` is where temporary
-    files go (default: the system's temporary folder).
+    files go (default: the system's temporary folder). A caller that must know the export's id
+    before it starts (the HTTP service) gives ``export_id`` (from :func:`new_export_id`); one
+    whose destination is not a URL (an HTTP response) gives ``sink_for``, called with the file name
+    once the options have been checked, instead of ``target``.
     """
     spec = writers.get(options.format)
     _check_models(spec, options)
@@ -84,16 +89,17 @@ async def export_document(
     models = await source_models(source)
     assert options.layer is not None
     document = _with_provenance(document, options.layer, models)
-    export_id = new_export_id()
+    export_id = export_id or new_export_id()
     when = now or datetime.now()
     name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
-    sink = open_sink(target, name=name)
+    sink = sink_for(name) if sink_for is not None else open_sink(target, name=name)
     result = ExportResult(export_id, document, sink.location)
     with _Recording(registry, result, document.id, document.name, spec.name, options.layer, asdict(options),
-                    fingerprint), _publishing(sink, result):
-        job = WriteJob(source, document, options, flt, scratch=scratch)
-        await _write_alone(spec, job, sink, _Models(source, models, [document], options))
-        result.parts, result.report = job.parts, job.report
+                    fingerprint):
+        async with _publishing(sink, result):
+            job = WriteJob(source, document, options, flt, scratch=scratch)
+            await _write_alone(spec, job, sink, _Models(source, models, [document], options))
+            result.parts, result.report = job.parts, job.report
     return result
 
 
@@ -183,22 +189,22 @@ async def export_bulk(
     file_name = output_name(0, name, spec.tag, "zip", now or datetime.now(), export_id[-8:])
     sink = open_sink(target, name=file_name)
     result = ExportResult(export_id, None, sink.location)
-    with _Recording(registry, result, None, name, spec.name, options.layer, asdict(options), fingerprint), \
-            _publishing(sink, result):
-        archive = ZipArchive(sink)
-        with _stopping(archive.abort):
-            for document, flt, layer in zip(documents, filters, layers, strict=True):
-                job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
-                               archive=archive, prefix=document_folder(document), scratch=scratch)
-                try:
-                    with _one_user_error():
-                        await spec.writer.write(job)
-                except PipelineError as exc:
-                    raise DocumentError(document, exc) from exc
-                result.parts += job.parts
-                result.report += job.report
-            await _Models(source, models, documents, options).write(archive, result.report)
-            await anyio.to_thread.run_sync(archive.close)
+    with _Recording(registry, result, None, name, spec.name, options.layer, asdict(options), fingerprint):
+        async with _publishing(sink, result):
+            archive = ZipArchive(sink)
+            with _stopping(archive.abort):
+                for document, flt, layer in zip(documents, filters, layers, strict=True):
+                    job = WriteJob(source, document, dataclasses.replace(options, layer=layer), flt,
+                                   archive=archive, prefix=document_folder(document), scratch=scratch)
+                    try:
+                        with _one_user_error():
+                            await spec.writer.write(job)
+                    except PipelineError as exc:
+                        raise DocumentError(document, exc) from exc
+                    result.parts += job.parts
+                    result.report += job.report
+                await _Models(source, models, documents, options).write(archive, result.report)
+                await anyio.to_thread.run_sync(archive.close)
     return result
 
 
@@ -226,29 +232,32 @@ async def export_models(
     result = ExportResult(export_id, None, sink.location)
     options = {"models": [m.id for m in models], "on_error": on_error}
     name = "models: " + ", ".join(m.name for m in models)
-    with _Recording(registry, result, None, name, "models", None, options, None), _publishing(sink, result):
-        missing = result.report = check_files(keeps, models, skip=on_error == "skip")
-        archive = ZipArchive(sink)
-        with _stopping(archive.abort):
-            await write_models(archive, keeps, models, every, missing=missing)
-            if missing:
-                report = json.dumps(missing, indent=1, ensure_ascii=False).encode()
-                archive.add(REPORT_NAME, report, "data", None)
-            await anyio.to_thread.run_sync(archive.close)
-        result.parts = len(models) - len(missing)
+    with _Recording(registry, result, None, name, "models", None, options, None):
+        async with _publishing(sink, result):
+            missing = result.report = check_files(keeps, models, skip=on_error == "skip")
+            archive = ZipArchive(sink)
+            with _stopping(archive.abort):
+                await write_models(archive, keeps, models, every, missing=missing)
+                if missing:
+                    report = json.dumps(missing, indent=1, ensure_ascii=False).encode()
+                    archive.add(REPORT_NAME, report, "data", None)
+                await anyio.to_thread.run_sync(archive.close)
+            result.parts = len(models) - len(missing)
     return result
 
 
-@contextmanager
-def _publishing(sink: Sink, result: ExportResult) -> Iterator[None]:
+@asynccontextmanager
+async def _publishing(sink: Sink, result: ExportResult) -> AsyncIterator[None]:
     """Commit ``sink`` when the block succeeds (noting where, its size and checksum), else abort
-    it: nothing appears at the destination."""
+    it: nothing appears at the destination. Both in a worker thread (a commit syncs a file to
+    disk; a server's event loop must not wait for that)."""
     try:
         yield
     except BaseException:
-        sink.abort()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(sink.abort)
         raise
-    result.location = sink.commit()
+    result.location = await anyio.to_thread.run_sync(sink.commit)
     result.size, result.sha256 = sink.size, sink.sha256
 
 

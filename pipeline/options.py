@@ -11,11 +11,12 @@ the key). Importing this module loads neither pydantic nor libvips.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from pipeline.errors import OptionError
+from pipeline.errors import OptionError, UsageError
 from pipeline.vips import writable_formats
 
 #: pydantic's settings for every option model: unknown keys and loose types are errors
@@ -126,6 +127,24 @@ class ExportOptions:
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: the highest page number a part selection may name (a typo's range must not fill the memory)
+MAX_PAGE = 1_000_000
+
+
+def parse_pages(spec: str) -> tuple[int, ...]:
+    """``"1-10,15"`` → page numbers (1-based, in document order); empty = all."""
+    pages: set[int] = set()
+    for token in filter(None, (t.strip() for t in spec.split(","))):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", token)
+        if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < int(m[1])):
+            raise UsageError(f"--parts: {token!r} is not a page number or range like 1-10")
+        first, last = int(m[1]), int(m[2] or m[1])
+        if last > MAX_PAGE:
+            raise UsageError(f"--parts: {token!r}: no document has {last} pages (at most {MAX_PAGE})")
+        pages.update(range(first, last + 1))
+    return tuple(sorted(pages))
 
 
 # --- the CLI's flags, generated from the fields ---------------------------------------------------

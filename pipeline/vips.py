@@ -50,3 +50,16 @@ def writable_formats(suffixes: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
 
     saveable = set(pyvips.get_suffixes())
     return tuple(name for name, suffix in suffixes if suffix in saveable)
+
+
+def thumbnail(path: str | Path, width: int) -> bytes:
+    """A JPEG at most ``width`` pixels wide (libvips shrinks on load: a big page costs little
+    memory); SourceError naming the file."""
+    import pyvips
+
+    try:
+        image = pyvips.Image.thumbnail(str(path), width, height=width * 4, size="down")
+        return bytes(image.jpegsave_buffer(Q=80, keep="none"))
+    except pyvips.Error as exc:
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]
+    raise SourceError(f"{path}: not a readable image ({reason})")
