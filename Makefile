@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench clean tools
 
 $(BIN)/pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(BIN)/pipeline: pyproject.toml
 
 install: $(BIN)/pipeline
 
+# Jing (Java) validates TEI against tei_all: lxml cannot compile it. Installed with apt as root.
+tools:
+	@command -v jing >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jing >/dev/null; } \
+		|| { echo "make: jing is missing: install the Debian package jing (the TEI tests need it)" >&2; exit 1; }; }
+
 demo: install
 	rm -rf $(DEMO)/corpus.sqlite $(DEMO)/corpus.media
 	mkdir -p $(DEMO)
@@ -24,7 +30,7 @@ demo: install
 	$(BIN)/pipeline verify $(DEMO)/exports/*.zip $(DEMO)/exports/*.txt
 	@echo "Demo exports are in $(abspath $(DEMO)/exports)"
 
-test: install
+test: install tools
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

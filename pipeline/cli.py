@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from . import __version__
-from .errors import PipelineError, UsageError
+from .errors import PipelineError, SourceError, UsageError
 from .logcontext import configure_logging
 from .memory import bound_heap
 from .ocrmodel import JOBS as JOB_NAMES
 
 if TYPE_CHECKING:
     from .options import ExportOptions
+    from .registry import Registry
     from .sources import Source
 
 #: namespace prefix of the option-model flags (``opt:image.quality``)
@@ -37,11 +38,21 @@ log = logging.getLogger("pipeline")
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import build_demo, parse_image_size
 
-    summary = build_demo(
-        args.corpus, documents=args.documents, parts=args.parts, lines=args.lines,
-        image_size=parse_image_size(args.image_size), image_format=args.image_format, seed=args.seed,
-    )
-    print(summary)
+    options = dict(documents=args.documents, parts=args.parts, lines=args.lines, seed=args.seed,
+                   image_size=parse_image_size(args.image_size), image_format=args.image_format)
+    if "://" in args.corpus:
+        from .pgdemo import build_postgres_demo
+        from .sources.postgres import redact
+
+        if args.media_root is None:
+            raise UsageError("a postgresql:// demo needs --media-root DIR (where its images go)")
+        summary = build_postgres_demo(args.corpus, media_root=args.media_root, **options)
+        print(f"{redact(args.corpus)}: {len(summary.document_ids)} documents, {summary.parts} parts, "
+              f"{summary.lines} lines; images in {summary.media_root}")
+        return 0
+    if args.media_root is not None:
+        raise UsageError("--media-root goes with a postgresql:// database (a corpus file keeps its own)")
+    print(build_demo(args.corpus, **options))
     return 0
 
 
@@ -57,9 +68,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         with _export_source(args) as source:
-            document = await source.document(args.document)
-            part_ids = await source.part_ids(document, parse_pages(args.parts)) if args.parts else None
             where = args.registry or source.default_registry()
+            try:
+                document = await source.document(args.document)
+                part_ids = await source.part_ids(document, parse_pages(args.parts)) if args.parts else None
+            except SourceError as exc:  # the source failed before the export could start: record it
+                if where:
+                    _record_failure(Registry(where), args, exc)
+                raise
             result = await export_document(
                 source, document, dataclasses.replace(options, part_ids=part_ids), args.output,
                 registry=Registry(where) if where else None, scratch=_scratch(args.output, local_folder),
@@ -77,6 +93,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 1 if result.report else 0
 
     return anyio.run(run)
+
+
+def _record_failure(registry: Registry, args: argparse.Namespace, error: Exception) -> None:
+    """A ``failed`` registry entry for an export whose source could not be read at all."""
+    from .registry import new_export_id
+
+    export_id, ref = new_export_id(), str(args.document)
+    registry.start(export_id, document_id=int(ref) if ref.isdigit() else None, document_name=ref,
+                   format=getattr(args, OPTION + "format", None) or "alto",
+                   layer=getattr(args, OPTION + "layer", None), options={}, path=args.output or ".")
+    registry.fail(export_id, str(error))
 
 
 def _export_options(args: argparse.Namespace) -> ExportOptions:
@@ -360,7 +387,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     failed = 0
     for archive in args.archives:
-        problems = verify_path(Path(archive))
+        notes: list[str] = []
+        problems = verify_path(Path(archive), notes)
+        for note in notes:
+            print(f"{archive}: note: {note}")
         for problem in problems:
             print(f"{archive}: {problem}")
         failed += bool(problems)
@@ -384,7 +414,9 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="build a deterministic synthetic corpus with page images")
-    p.add_argument("corpus", type=Path, help="the SQLite file to create")
+    p.add_argument("corpus", help="the SQLite file to create, or postgresql://... (an empty database, "
+                   "given eScriptorium's tables)")
+    p.add_argument("--media-root", type=Path, metavar="DIR", help="with postgresql://: where the images go")
     p.add_argument("--documents", type=int, default=2)
     p.add_argument("--parts", type=int, default=5, help="parts (pages) per document")
     p.add_argument("--lines", type=int, default=20, help="lines per part")

@@ -61,6 +61,15 @@ class ImagePlan:
         return self.save_suffix is None
 
 
+def unknown_size(part: Part) -> ImageError:
+    """Why a part has no size (a source without stored sizes reads them from the image header)."""
+    if not part.image_path:
+        return ImageError(part, "the part has no image, so no size")
+    if not Path(part.image_path).exists():
+        return ImageError(part, "image file not found")
+    return ImageError(part, "cannot read the image header for its size")
+
+
 def fit_part(part: Part, options: ImageOptions) -> tuple[Part, ImagePlan]:
     """The part as its exported image will be: scaled coordinates, new size and file name; the plan.
 

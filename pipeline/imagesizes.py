@@ -31,9 +31,9 @@ CREATE TABLE IF NOT EXISTS pipeline_image_size_cache (
 Size = tuple[int, int] | str
 
 
-def header_size(path: Path) -> Size:
+def header_size(path: str | Path) -> Size:
     """``(width, height)`` from the header (:func:`pipeline.vips.image_size`), or why not."""
-    if not path.exists():
+    if not os.path.exists(path):
         return "image file not found"
     try:
         return image_size(path)
@@ -58,7 +58,7 @@ class ImageSizeCache:
             self._db.close()
             self._db = None
 
-    def sizes(self, paths: Sequence[Path | None]) -> list[Size]:
+    def sizes(self, paths: Sequence[str | Path | None]) -> list[Size]:
         """The size of each file (None: the part has no image), from the cache when the file's size
         and mtime still match, else from its header (then remembered)."""
         stats: list[os.stat_result | None] = []

@@ -17,7 +17,8 @@ from pathlib import Path, PurePosixPath
 import anyio.to_thread
 
 from pipeline.errors import SourceError, UsageError
-from pipeline.sources.folder import DEFAULT_LAYERS, Bundle, PageFile
+from pipeline.sources.folder import DEFAULT_LAYERS, Bundle, PageFile, open_bundle
+from pipeline.sources.iiif import CanvasPage, ManifestBundle
 from pipeline.sources.xml import PageData
 from pipeline.store import Corpus
 from pipeline.store.summary import ImportedDocument, ImportSummary
@@ -55,7 +56,7 @@ async def import_paths(
         raise UsageError(f"--max-pixels: {max_pixels} is not a positive number of pixels")
     summary = ImportSummary()
     for path in paths:
-        with Bundle(Path(path)) as bundle:
+        with open_bundle(Path(path)) as bundle:
             if link and bundle.is_zip:
                 raise UsageError(f"{path}: --link needs a folder; images inside a zip must be copied")
             job = _DocumentImport(corpus, bundle, document or bundle.name,
@@ -68,8 +69,8 @@ class _DocumentImport:
     """One bundle into one document, in one transaction (run on a worker thread)."""
 
     def __init__(
-        self, corpus: Corpus, bundle: Bundle, name: str, layer: str, link: bool, max_pixels: int,
-        warnings: list[str],
+        self, corpus: Corpus, bundle: Bundle | ManifestBundle, name: str, layer: str, link: bool,
+        max_pixels: int,        warnings: list[str],
     ) -> None:
         self.corpus, self.bundle, self.name, self.layer = corpus, bundle, name, layer
         self.link, self.max_pixels, self.warnings = link, max_pixels, warnings
@@ -85,6 +86,8 @@ class _DocumentImport:
         try:
             with self.corpus.transaction() as writer:
                 doc_id = writer.add_document(self.name)
+                for key, value in self.bundle.metadata:
+                    writer.add_metadata(doc_id, key, value)
                 layer_id = writer.add_layer(doc_id, self.layer)
                 media = self.corpus.media_root / "documents" / str(doc_id)
                 block_types: set[int] = set()
@@ -102,11 +105,13 @@ class _DocumentImport:
         return ImportedDocument(doc_id, self.name, self.layer, len(self.bundle.pages), self.lines)
 
     def _part(
-        self, writer: CorpusWriter, doc_id: int, layer_id: int, media: Path, page: PageFile, data: PageData
+        self, writer: CorpusWriter, doc_id: int, layer_id: int, media: Path, page: PageFile | CanvasPage,
+        data: PageData,
     ) -> None:
         image, size = self._image(media, page, data)
         part_id = writer.add_part(
-            doc_id, page.order, image, original_filename=PurePosixPath(image).name, source=data.source,
+            doc_id, page.order, image, name=data.title, original_filename=PurePosixPath(image).name,
+            source=data.source,
             width=size[0], height=size[1], created_at=data.created_at, updated_at=data.updated_at,
         )
         blocks: dict[int, int] = {}
@@ -126,15 +131,16 @@ class _DocumentImport:
         writer.add_texts(texts)
         self.lines += len(texts)
 
-    def _image(self, media: Path, page: PageFile, data: PageData) -> tuple[str, tuple[int, int]]:
+    def _image(self, media: Path, page: PageFile | CanvasPage, data: PageData) -> tuple[str, tuple[int, int]]:
         """The stored image path and the page size: from the image header, else from the XML."""
         where = self.bundle.describe(page)
         member = self.bundle.image_of(page, data)
         xml_size = (data.width, data.height)
         if member is None:
+            described = "the manifest" if data.format == "iiif" else "the XML"
             if not all(xml_size):
-                raise SourceError(f"{where}: no image found and the XML gives no page size")
-            self.warn(f"{where}: image {data.image_filename or '(unnamed)'} not found; size from the XML")
+                raise SourceError(f"{where}: no image found and {described} gives no page size")
+            self.warn(f"{where}: image {data.image_filename or '(unnamed)'} not found; size from {described}")
             stored = data.image_filename or PurePosixPath(page.xml).with_suffix(".jpg").name
             return f"documents/{media.name}/{PurePosixPath(stored).name}", xml_size
         source = self.bundle.local_path(member)

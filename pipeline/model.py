@@ -202,11 +202,15 @@ def bbox(points: Polygon | None) -> tuple[float, float, float, float] | None:
 @dataclass(frozen=True, slots=True)
 class Selection:
     """Which documents of a source: by id or exact name (None: all), having any of ``tags``
-    (empty: any); archived layers and documents stay out unless ``include_archived``."""
+    (empty: any); archived layers and documents stay out unless ``include_archived``.
+    eScriptorium's database also selects by ``project`` (id or slug) and workflow ``states``
+    (names or numbers); documents named in ``documents`` are taken whatever their state."""
 
     documents: tuple[str | int, ...] | None = None
     tags: tuple[str, ...] = ()
     include_archived: bool = False
+    project: str | int | None = None
+    states: tuple[str | int, ...] = ()
 
     def keeps(self, document: Document) -> bool:
         """The tag condition (the source has applied ``documents`` already)."""

@@ -14,6 +14,13 @@ METS = "http://www.loc.gov/METS/"
 XLINK = "http://www.w3.org/1999/xlink"
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
+XML = "http://www.w3.org/XML/1998/namespace"
+TEI = "http://www.tei-c.org/ns/1.0"
+XHTML = "http://www.w3.org/1999/xhtml"
+SVG = "http://www.w3.org/2000/svg"
+#: JSON-LD contexts of IIIF Presentation 3 and of its text granularity extension
+IIIF_PRESENTATION_3 = "http://iiif.io/api/presentation/3/context.json"
+IIIF_TEXT_GRANULARITY = "http://iiif.io/api/extension/text-granularity/context.json"
 
 #: the METS entry of a page zip (eScriptorium's name); readers match it case-insensitively
 METS_NAME = "METS.xml"

@@ -107,8 +107,9 @@ class ExportOptions:
     image: ImageOptions = field(default=ImageOptions(), metadata=option("how images are exported"))
     on_error: Literal["fail", "skip"] = field(default="fail", metadata=option(
         "a bad image fails the export (default) or is skipped and reported (exit 1)"))
-    unit: Literal["part", "document"] = field(default="part", metadata=option(
-        "exchange format: one text per part (default) or per document"))
+    unit: Literal["part", "document"] | None = field(default=None, metadata=option(
+        "exchange: one text per part (default) or per document; tei: one TEI per document (default) "
+        "or per part"))
     offset_unit: Literal["codepoint", "utf16"] = field(default="codepoint", metadata=option(
         "exchange format: annotation offsets in code points (default) or UTF-16 units"))
     section_names: dict[str, str] | None = field(default=None, metadata=option(
@@ -117,6 +118,12 @@ class ExportOptions:
     categories: str | None = field(default=None, metadata=option(
         "exchange format: the document metadata key whose values are the categories (default: tags)",
         metavar="KEY"))
+    iiif_base: str = field(default="http://localhost:8000/", metadata=option(
+        "iiif: the URL the archive's files will be served from, for the manifest's ids (default: "
+        "http://localhost:8000/, what `python -m http.server` serves in the unpacked folder)", metavar="URL"))
+    iiif_image_base: str | None = field(default=None, metadata=option(
+        "iiif: an IIIF Image API server holding the images (identifier: the image file name)",
+        metavar="URL"))
     models: Literal["none", "used", "all"] = field(default="none", metadata=option(
         "add OCR models to the archive: none (default), those trained on or run on its documents, or all",
         metavar="none|used|all"))

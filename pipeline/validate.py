@@ -1,4 +1,5 @@
-"""Schema validation of ALTO, PAGE and METS with the XSDs shipped in ``pipeline/schemas``.
+"""Schema validation of ALTO, PAGE and METS with the XSDs shipped in ``pipeline/schemas``; TEI with
+the RELAX NG ``tei_all`` through Jing, when it is installed.
 
 Schemas are chosen from the root namespace, loaded once and reused. Checks libxml2 skips
 (ALTO ``TAGREFS`` and METS ``FILEID`` references) are done here too, so one call says
@@ -7,7 +8,11 @@ everything that is wrong with a file.
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import threading
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import IO
@@ -92,3 +97,42 @@ def _reference_errors(root: etree._Element, ns: str) -> list[str]:
             if el.get("FILEID") not in ids
         ]
     return []
+
+
+# --- TEI: RELAX NG through Jing -------------------------------------------------------------------
+
+TEI_NS = ns.TEI
+TEI_SCHEMA = SCHEMA_DIR / "tei" / "tei_all.rng"
+#: Jing prints ``file:line:column: error: message``
+_JING_LINE = re.compile(r"^(?P<file>.*?):(?P<line>\d+):(?P<col>\d+): (?:error|fatal): (?P<msg>.*)$")
+
+
+def jing() -> str | None:
+    """The Jing executable (Debian package ``jing``), or None when it is not installed."""
+    return shutil.which("jing")
+
+
+def validate_tei(paths: Sequence[Path]) -> dict[Path, list[str]]:
+    """Errors of TEI files against ``tei_all`` (one Jing run for all), as ``"line N: message"``.
+
+    Raises :class:`FileNotFoundError` without Jing: lxml cannot compile ``tei_all`` in reasonable time.
+    """
+    exe = jing()
+    if exe is None:
+        raise FileNotFoundError("jing is not installed")
+    errors: dict[Path, list[str]] = {Path(p): [] for p in paths}
+    if not paths:
+        return errors
+    done = subprocess.run([exe, str(TEI_SCHEMA), *map(str, paths)], capture_output=True, text=True,
+                          check=False)
+    by_name = {str(p): p for p in errors}
+    for line in done.stdout.splitlines():
+        match = _JING_LINE.match(line)
+        if match and match["file"] in by_name:
+            errors[by_name[match["file"]]].append(f"line {match['line']}: {match['msg']} (tei_all.rng)")
+    if done.returncode and not any(errors.values()):  # Jing failed without naming a file
+        message = (done.stdout + done.stderr).strip().splitlines()
+        detail = next((m for m in message if not m.startswith("[warning]")), f"exit {done.returncode}")
+        for found in errors.values():
+            found.append(f"jing failed: {detail}")
+    return errors

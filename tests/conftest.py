@@ -6,12 +6,22 @@ tests run against both stores) come from ``tests/pgcluster.py``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.demo import build_demo
 from tests.pgcluster import DEMO_OPTIONS, demo_store, pg_big, pg_cluster, pg_demo, pg_faulty  # noqa: F401
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Default registries (``$XDG_DATA_HOME/pipeline``) go to a temporary folder, never the home."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""Exports of the demo corpus through the CLI: every format and filter, validated with the XSDs."""
+"""Exports of the demo corpus through the CLI: every format and filter, validated with the XSDs.
+
+The tests taking ``demo_store`` run twice: from the SQLite corpus and from the same demo in an
+eScriptorium PostgreSQL database.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pipeline.demo import OTHER_BLOCK_TYPE, build_demo
 from pipeline.registry import Registry
 from pipeline.validate import validate
 from pipeline.verify import verify_archive
+from tests.pgcluster import Store
 
 FILTERS = [
     None,
@@ -37,20 +42,20 @@ def run(*args: str | Path) -> int:
     return main([str(a) for a in args])
 
 
-def export(corpus: Path, out: Path, *args: str) -> Path:
+def export(store: Store, out: Path, *args: str) -> Path:
     """Export document 1; the registry goes next to the output, not into the shared corpus."""
     registry = out.parent / "registry.sqlite"
-    assert run("export", "--corpus", corpus, "--document", "1", "-o", out, "--registry", registry, *args) == 0
+    assert run("export", *store.args, "--document", "1", "-o", out, "--registry", registry, *args) == 0
     return out
 
 
 @pytest.mark.parametrize("fmt", ["alto", "page"])
 @pytest.mark.parametrize("regions", FILTERS)
 @pytest.mark.parametrize("layer", ["manual", "kraken:catmus-medieval-1.5"])
-def test_every_xml_export_is_valid(demo_corpus: Path, tmp_path: Path, fmt: str, regions: str | None,
+def test_every_xml_export_is_valid(demo_store: Store, tmp_path: Path, fmt: str, regions: str | None,
                                    layer: str) -> None:
     args = ["--format", fmt, "--layer", layer] + (["--regions", regions] if regions else [])
-    archive = export(demo_corpus, tmp_path / "x.zip", *args)
+    archive = export(demo_store, tmp_path / "x.zip", *args)
     assert verify_archive(archive) == []
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
@@ -62,8 +67,8 @@ def test_every_xml_export_is_valid(demo_corpus: Path, tmp_path: Path, fmt: str, 
             assert b"\n\n" not in data and b"\n \n" not in data
 
 
-def test_images_precede_their_xml_and_mets_references_them(demo_corpus: Path, tmp_path: Path) -> None:
-    archive = export(demo_corpus, tmp_path / "x.zip", "--format", "alto", "--images")
+def test_images_precede_their_xml_and_mets_references_them(demo_store: Store, tmp_path: Path) -> None:
+    archive = export(demo_store, tmp_path / "x.zip", "--format", "alto", "--images")
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
@@ -79,9 +84,9 @@ def test_images_precede_their_xml_and_mets_references_them(demo_corpus: Path, tm
     assert verify_archive(archive) == []
 
 
-def test_region_filter_semantics(demo_corpus: Path, tmp_path: Path) -> None:
-    everything = export(demo_corpus, tmp_path / "all.zip", "--format", "alto")
-    main_only = export(demo_corpus, tmp_path / "main.zip", "--format", "alto", "--regions", "Main")
+def test_region_filter_semantics(demo_store: Store, tmp_path: Path) -> None:
+    everything = export(demo_store, tmp_path / "all.zip", "--format", "alto")
+    main_only = export(demo_store, tmp_path / "main.zip", "--format", "alto", "--regions", "Main")
     with zipfile.ZipFile(everything) as a, zipfile.ZipFile(main_only) as b:
         for name in a.namelist()[:-1]:
             full, only = etree.fromstring(a.read(name)), etree.fromstring(b.read(name))
@@ -94,8 +99,8 @@ def test_region_filter_semantics(demo_corpus: Path, tmp_path: Path) -> None:
             assert "eSc_dummyblock_" in [blk.get("ID") for blk in full.iter(f"{ALTO}TextBlock")]
 
 
-def test_parts_selection_keeps_document_order(demo_corpus: Path, tmp_path: Path) -> None:
-    archive = export(demo_corpus, tmp_path / "x.zip", "--format", "alto", "--parts", "4,2-3")
+def test_parts_selection_keeps_document_order(demo_store: Store, tmp_path: Path) -> None:
+    archive = export(demo_store, tmp_path / "x.zip", "--format", "alto", "--parts", "4,2-3")
     with zipfile.ZipFile(archive) as zf:
         orders = [etree.fromstring(zf.read(n)).find(f"{ALTO}Layout/{ALTO}Page").get("PHYSICAL_IMG_NR")
                   for n in zf.namelist()[:-1]]
@@ -104,28 +109,28 @@ def test_parts_selection_keeps_document_order(demo_corpus: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("fmt", ["alto", "page"])
 def test_warnings_name_the_part_they_come_from(
-    demo_corpus: Path, tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+    demo_store: Store, tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Pages are rendered several per flush; a warning still names the page of its line (the demo's
     first page has a line without mask and baseline, later pages have none)."""
-    export(demo_corpus, tmp_path / "a.zip", "--format", fmt)
+    export(demo_store, tmp_path / "a.zip", "--format", fmt)
     warnings = [m for m in capsys.readouterr().err.splitlines() if "no mask and no baseline" in m]
     assert len(warnings) == 1
     assert warnings[0].startswith("pipeline: document 'Demo 1") and ", part 1 (" in warnings[0]
 
 
-def test_text_export_to_stdout(demo_corpus: Path, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
-    assert run("export", "--corpus", demo_corpus, "--document", "1", "--format", "text", "-o", "-") == 0
+def test_text_export_to_stdout(demo_store: Store, capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert run("export", *demo_store.args, "--document", "1", "--format", "text", "-o", "-") == 0
     text = capfdbinary.readouterr().out.decode("utf-8")
     headers = [line for line in text.split("\n") if line.startswith("--------------- ")]
     assert len(headers) == 4 and all(h.endswith(" ---------------") for h in headers)
     assert "\r" not in text and "\n\n" not in text
 
 
-def test_directory_output_names_and_registry(demo_corpus: Path, tmp_path: Path,
+def test_directory_output_names_and_registry(demo_store: Store, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     for _ in range(2):
-        assert run("export", "--corpus", demo_corpus, "--document", "1", "--format", "page",
+        assert run("export", *demo_store.args, "--document", "1", "--format", "page",
                    "-o", f"{tmp_path}/", "--registry", tmp_path / "reg.sqlite") == 0
     files = sorted(tmp_path.glob("export_doc1_*_pagexml_*.zip"))
     assert len(files) == 2
@@ -139,8 +144,8 @@ def test_directory_output_names_and_registry(demo_corpus: Path, tmp_path: Path,
     assert records[0].path in capsys.readouterr().out
 
 
-def test_verify_detects_tampering(demo_corpus: Path, tmp_path: Path) -> None:
-    archive = export(demo_corpus, tmp_path / "x.zip", "--format", "alto")
+def test_verify_detects_tampering(demo_store: Store, tmp_path: Path) -> None:
+    archive = export(demo_store, tmp_path / "x.zip", "--format", "alto")
     assert run("verify", archive) == 0
     data = bytearray(archive.read_bytes())
     with zipfile.ZipFile(archive) as zf:
@@ -165,9 +170,9 @@ def test_verify_detects_tampering(demo_corpus: Path, tmp_path: Path) -> None:
     (["--parts", "3-1"], 2, "--parts"),
     (["--parts", "99"], 2, "99"),
 ])
-def test_user_errors_are_one_line(demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_user_errors_are_one_line(demo_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                   args: list[str], code: int, message: str) -> None:
-    assert run("export", "--corpus", demo_corpus, "--document", "1", "-o", tmp_path / "x.zip", *args) == code
+    assert run("export", *demo_store.args, "--document", "1", "-o", tmp_path / "x.zip", *args) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pipeline: error:") and message in err[0]
     assert not (tmp_path / "x.zip").exists()
@@ -236,10 +241,10 @@ def test_a_registry_from_before_host_and_pid_is_upgraded(tmp_path: Path) -> None
 
 
 def test_verify_checks_text_exports(
-    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``verify`` takes the text exports beside the zips (``make demo`` verifies every export)."""
-    text = export(demo_corpus, tmp_path / "doc.txt", "--format", "text")
+    text = export(demo_store, tmp_path / "doc.txt", "--format", "text")
     capsys.readouterr()
     assert run("verify", text) == 0
     assert capsys.readouterr().out.strip() == f"{text}: OK"

@@ -451,7 +451,7 @@ def test_text_row_filter(name: str, expected: list[str]) -> None:
 def test_registry() -> None:
     assert get("PAGEXML") is FORMATS["page"] and FORMATS["page"].tag == "pagexml"
     assert FORMATS["alto"].zipped and not FORMATS["text"].zipped and FORMATS["text"].suffix == "txt"
-    with pytest.raises(UsageError, match="accepted: alto, page, text, exchange, pagexml"):
+    with pytest.raises(UsageError, match="accepted: alto, page, text, exchange, tei, iiif, hocr, pagexml"):
         get("docx")
 
 

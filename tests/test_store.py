@@ -337,5 +337,6 @@ def test_a_corrupt_polygon_names_its_line(tmp_path: Path, column: str, value: st
     with contextlib.closing(sqlite3.connect(corpus)) as conn, conn:
         (line_id,) = conn.execute('SELECT id FROM core_line WHERE "order" = 3 LIMIT 1').fetchone()
         conn.execute(f"UPDATE core_line SET {column} = ? WHERE id = ?", (value, line_id))
-    with pytest.raises(CorpusError, match=rf"bad polygon in line {line_id}\b"):
+    named = rf"bad polygon in document 1 \(.*\), part \d \(id \d+\), line {line_id}\b"
+    with pytest.raises(CorpusError, match=named):
         run(_all_parts, corpus)

@@ -7,9 +7,12 @@ is handled by C-level string operations, the rare case falls back to per-value P
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import re
 import threading
+from array import array
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -17,7 +20,7 @@ from functools import lru_cache
 from lxml import etree
 
 from pipeline import ns
-from pipeline.model import Polygon
+from pipeline.model import Polygon, bbox
 
 log = logging.getLogger("pipeline")
 
@@ -69,6 +72,24 @@ def rect_points(x0: float, y0: float, x1: float, y1: float) -> str:
     return f"{a},{b} {c},{b} {c},{d} {a},{d}"
 
 
+def decimal(value: float) -> str:
+    """A coordinate for formats whose numbers take no exponent (TEI points, SVG, IIIF): integral
+    values without a point, others with up to two decimals."""
+    if type(value) is int or value == int(value):
+        return str(int(value))
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def pixel_box(points: Polygon | None) -> tuple[int, int, int, int] | None:
+    """The integer box covering ``points`` (floor of the minima, ceiling of the maxima, >= 0)."""
+    box = bbox(points)
+    if box is None:
+        return None
+    x0, y0, x1, y1 = box
+    return max(0, math.floor(x0)), max(0, math.floor(y0)), max(0, math.ceil(x1)), max(0, math.ceil(y1))
+
+
 def timestamp(value: datetime | None) -> str:
     """ISO 8601 with offset (naive values are taken as UTC); microseconds only if non-zero."""
     value = value or EPOCH
@@ -118,13 +139,77 @@ def is_ncname(value: str) -> bool:
     return _UNICODE_CANDIDATE.fullmatch(value) is not None and _libxml2_ncname(value)
 
 
+class IdSet:
+    """Ids seen so far in one file, as 64-bit fingerprints in one flat table, not a set of strings.
+
+    A document-wide file (TEI) keeps an id per line of every page until it is complete; as
+    strings, those small long-lived objects pin the allocator's pools and memory creeps with every
+    page. Here an open-addressing table of blake2b fingerprints (one ``array``, doubled when half
+    full) answers. Two ids sharing a fingerprint only make the second one take its fallback, so
+    ids stay unique; fingerprints are deterministic (no per-process hash seed).
+    """
+
+    __slots__ = ("_count", "_mask", "_table")
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._table = array("Q", bytes(8 * 1024))
+        self._mask = 1023
+        self._count = 0
+        for value in ids:
+            self.add(value)
+
+    @staticmethod
+    def _fingerprint(value: str) -> int:
+        return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little") | 1
+
+    def _slot(self, fingerprint: int) -> int:
+        table, mask = self._table, self._mask
+        slot = fingerprint & mask
+        while (found := table[slot]) and found != fingerprint:
+            slot = (slot + 1) & mask
+        return slot
+
+    def __contains__(self, value: str) -> bool:
+        return bool(self._table[self._slot(self._fingerprint(value))])
+
+    def add(self, value: str) -> None:
+        fingerprint = self._fingerprint(value)
+        slot = self._slot(fingerprint)
+        if self._table[slot]:
+            return
+        self._table[slot] = fingerprint
+        self._count += 1
+        if self._count * 2 > self._mask:
+            old = self._table
+            self._table = array("Q", bytes(16 * len(old)))
+            self._mask = 2 * len(old) - 1
+            for fingerprint in old:
+                if fingerprint:
+                    self._table[self._slot(fingerprint)] = fingerprint
+
+
 class Ids:
-    """Unique ``xs:ID`` values of one file (defect 1): keep a valid unused id, else a fallback."""
+    """Unique ``xs:ID`` values of one file (defect 1): keep a valid unused id, else a fallback.
+
+    ``used`` replaces the default set (an :class:`IdSet` for files that span a whole document).
+    """
 
     __slots__ = ("_used",)
 
-    def __init__(self, reserved: Iterable[str] = ()) -> None:
-        self._used = set(reserved)
+    def __init__(self, reserved: Iterable[str] = (), used: set[str] | IdSet | None = None) -> None:
+        self._used = set() if used is None else used
+        for value in reserved:
+            self._used.add(value)
+
+    def take_or_prefix(self, wanted: str | None, prefix: str, fallback: str) -> str:
+        """``wanted`` if it is a valid, unused NCName; ``prefix + wanted`` if it is valid but used;
+        else ``fallback`` (each made unique as :meth:`take` does)."""
+        if wanted and is_ncname(wanted):
+            if wanted not in self._used:
+                self._used.add(wanted)
+                return wanted
+            return self.take(None, prefix + wanted)
+        return self.take(None, fallback)
 
     def take(self, wanted: str | None, fallback: str) -> str:
         """``wanted`` if it is a valid, unused NCName, else ``fallback``, ``fallback_2``, …"""

@@ -26,7 +26,9 @@ from pipeline.errors import PipelineError, UsageError
 from pipeline.options import ExportOptions
 
 #: keys holding paths, resolved against the config file's folder when relative
-PATH_KEYS: tuple[tuple[str, ...], ...] = (("corpus",), ("source",), ("registry",), ("archive", "directory"))
+PATH_KEYS: tuple[tuple[str, ...], ...] = (
+    ("corpus",), ("source",), ("registry",), ("media_root",), ("archive", "directory"),
+)
 #: the registry of a job whose source keeps none of its own, in its archive folder
 SOURCE_REGISTRY = ".pipeline-registry.sqlite"
 #: fields of archive name templates (``archive.name``)
@@ -37,12 +39,23 @@ LaxPath = Annotated[Path, Field(strict=False)]
 
 
 class Selection(BaseModel):
-    """``[select]``: which documents. No ``documents`` and no ``tags`` = every document."""
+    """``[select]``: which documents. No ``documents`` and no ``tags`` = every document.
+
+    ``project`` (id or slug), ``states`` (workflow states) and ``include_archived`` (archived
+    documents are left out by default) are eScriptorium's: a ``postgresql://`` corpus only.
+    """
 
     model_config = Strict
     documents: list[int | str] | None = None
     tags: list[str] = []
     changed_only: bool = False
+    project: int | str | None = None
+    states: list[int | str] = []
+    include_archived: bool = False
+
+    @property
+    def escriptorium_only(self) -> bool:
+        return self.project is not None or bool(self.states) or self.include_archived
 
 
 def _file_name(value: str) -> str:
@@ -114,9 +127,11 @@ class JobConfig(BaseModel):
 
     model_config = Strict
     name: str
-    corpus: LaxPath | None = None
+    #: a corpus file, or eScriptorium's database ``postgresql://...`` (with ``media_root``)
+    corpus: str | LaxPath | None = None
     source: str | None = None
     registry: LaxPath | None = None
+    media_root: LaxPath | None = None
     concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     select: Selection = Selection()
     outputs: Annotated[list[ExportOptions], Field(min_length=1)]
@@ -130,10 +145,12 @@ class JobConfig(BaseModel):
 
     @field_validator("corpus")
     @classmethod
-    def _corpus_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
+    def _corpus_exists(cls, value: str | Path | None) -> str | Path | None:
+        if value is None or "://" in str(value):
+            return value
+        if not Path(value).is_file():
             raise ValueError(f"no such corpus file: {value}")
-        return value
+        return Path(value)
 
     @field_validator("source")
     @classmethod
@@ -147,8 +164,32 @@ class JobConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> JobConfig:
         if (self.corpus is None) == (self.source is None):
-            raise ValueError("give either corpus (an SQLite corpus) or source (a folder or zip of ALTO/PAGE)")
+            raise ValueError("give either corpus (an SQLite corpus or postgresql://...) or source "
+                             "(a folder or zip of ALTO/PAGE)")
+        if self.database is not None:
+            if self.media_root is None:
+                raise ValueError("media_root: needed with a postgresql:// corpus (eScriptorium's MEDIA_ROOT)")
+            if not self.media_root.is_dir():
+                raise ValueError(f"media_root: no such folder: {self.media_root}")
+        else:
+            if self.media_root is not None:
+                raise ValueError("media_root: goes with a postgresql:// corpus only")
+            if self.select.escriptorium_only:
+                raise ValueError("select.project, select.states and select.include_archived need a "
+                                 "postgresql:// corpus")
         return self
+
+    @property
+    def database(self) -> str | None:
+        """The eScriptorium database URL, if the job reads one."""
+        return self.corpus if isinstance(self.corpus, str) else None
+
+    @property
+    def shown_input(self) -> str:
+        """What the job reads, for messages: a URL without its password."""
+        from pipeline.sources.postgres import redact  # psycopg only for such URLs
+
+        return redact(self.input) if "://" in self.input else self.input
 
     @property
     def input(self) -> str:
@@ -214,8 +255,9 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
         node: Any = data
         for key in keys[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-            node[keys[-1]] = str(folder / node[keys[-1]])
+        value = node.get(keys[-1]) if isinstance(node, dict) else None
+        if isinstance(value, str) and "://" not in value:  # URLs are not relative to anything
+            node[keys[-1]] = str(folder / value)
 
 
 def load_config(path: Path, overrides: Sequence[str] = ()) -> JobConfig:

@@ -113,8 +113,10 @@ class JobReport:
 
 
 async def _select(source: Source, config: JobConfig) -> list[Document]:
-    documents = config.select.documents
-    selection = Selection(tuple(documents) if documents else None, tuple(config.select.tags))
+    chosen = config.select
+    selection = Selection(tuple(chosen.documents) if chosen.documents else None, tuple(chosen.tags),
+                          include_archived=chosen.include_archived, project=chosen.project,
+                          states=tuple(chosen.states))
     return [doc async for doc in source.documents(selection)]
 
 
@@ -192,8 +194,14 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
 
 def source_options(config: JobConfig, *, images: bool = True) -> dict[str, Any]:
     """What ``open_source`` is told besides the URL, here and in a Dask worker alike;
-    ``images=False`` (planning) extracts no image from a zip."""
-    return {"images": images and any(o.images for o in config.outputs)}
+    ``images=False`` (planning) extracts no image from a zip. An eScriptorium database also needs
+    its media root, and the registry file where image sizes are cached."""
+    options: dict[str, Any] = {"images": images and any(o.images for o in config.outputs)}
+    if config.media_root is not None:
+        options["media_root"] = str(config.media_root)
+    if config.registry is not None:
+        options["registry"] = str(config.registry)
+    return options
 
 
 @contextmanager
@@ -238,7 +246,7 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
 def describe_plan(plan: Plan) -> Iterator[str]:
     """The ``--dry-run`` listing."""
     config = plan.config
-    what = f"corpus {config.corpus}" if config.corpus else f"source {config.source}"
+    what = f"corpus {config.shown_input}" if config.corpus else f"source {config.shown_input}"
     yield f"job {config.name!r}: {what}, {len(plan.documents)} documents, " \
           f"{config.archive.mode} archives in {config.archive.directory}"
     for doc in plan.documents:

@@ -6,7 +6,8 @@ registers itself with ONE line (:func:`register_source`): a URL scheme, or a sni
 recognises a path. Sources are read-only.
 
 Kinds here: the SQLite corpus (``pipeline.store``), a folder or zip of ALTO/PAGE (+ METS)
-(``xmlfiles``: :class:`~pipeline.sources.folder.XmlSource`), an exchange archive (``exchange``).
+(``xmlfiles``: :class:`~pipeline.sources.folder.XmlSource`), an exchange archive (``exchange``),
+a IIIF manifest (``iiif``, read by the same ``XmlSource``).
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def open_source(target: str | Path, **options: Any) -> Source:
     for kind, factory in _KINDS:
         if not isinstance(kind, str) and kind(path):
             return factory(path, **options)
-    raise SourceError(f"{path}: not a corpus, a folder or zip of ALTO/PAGE, nor an exchange archive")
+    raise SourceError(f"{path}: not a corpus, a folder or zip of ALTO/PAGE, an exchange archive "
+                      "nor a IIIF manifest")
 
 
 def _open_postgres(url: str, *, media_root: str | None = None, registry: str | None = None,
@@ -124,10 +126,11 @@ def _open_postgres(url: str, *, media_root: str | None = None, registry: str | N
 
 
 def _register_builtin() -> None:
-    from pipeline.sources import exchange, sqlite, xmlfiles
+    from pipeline.sources import exchange, iiif, sqlite, xmlfiles
 
     register_source(sqlite.is_corpus, sqlite.open_corpus)
     register_source(exchange.is_exchange_file, exchange.ExchangeSource)
+    register_source(iiif.is_manifest, xmlfiles.open_bundle)  # XmlSource reads manifests too
     register_source(xmlfiles.is_xml_bundle, xmlfiles.open_bundle)
     register_source("postgresql", _open_postgres)
     register_source("postgres", _open_postgres)

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import anyio.to_thread
 
@@ -29,6 +29,9 @@ from pipeline.errors import SourceError, UsageError
 from pipeline.model import Document, Layer, Line, Part, Region, Selection, Typology
 from pipeline.safezip import Limits, SafeZip, refuse_special
 from pipeline.sources.mets import read_mets
+
+if TYPE_CHECKING:
+    from pipeline.sources.iiif import ManifestBundle
 from pipeline.sources.xml import PageData, XmlError, read_page, root_kind
 from pipeline.vips import image_size, stream_image_size
 
@@ -36,7 +39,8 @@ IMAGE_SUFFIXES = ns.IMAGE_SUFFIXES
 _METS = ns.METS_NAME.lower()
 DEFAULT_LIMITS = Limits()
 #: eScriptorium's default layer name of an import, by what described the pages (spec 1.2)
-DEFAULT_LAYERS = {"mets": "METS Import", "alto": "Default ALTO Import", "page": "Default PAGE Import"}
+DEFAULT_LAYERS = {"mets": "METS Import", "alto": "Default ALTO Import", "page": "Default PAGE Import",
+                  "iiif": "IIIF Import"}
 #: members never taken for pages (macOS resource forks, thumbnails caches)
 _IGNORED = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|\._)")
 
@@ -93,6 +97,9 @@ class PageFile:
 
 class Bundle:
     """An export on disk (folder or zip): its pages in order, paired with their images."""
+
+    #: document metadata the bundle carries (ALTO/PAGE files have none)
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         refuse_special(path)
@@ -261,7 +268,8 @@ def to_part(
     )
     return Part(
         id=part_id, document_id=document_id, order=order, image=image, width=size[0], height=size[1],
-        original_filename=PurePosixPath(image).name, source=data.source, created_at=data.created_at,
+        name=data.title, original_filename=PurePosixPath(image).name, source=data.source,
+        created_at=data.created_at,
         updated_at=data.updated_at, image_path=image_path, regions=regions, lines=lines,
     )
 
@@ -280,7 +288,7 @@ class XmlSource:
     DOCUMENT_ID = 1
 
     def __init__(self, path: Path, *, layer: str = "manual", images: bool = False) -> None:
-        self.bundle = Bundle(path)
+        self.bundle = open_bundle(path)
         self.layer = layer
         self._tmp = tempfile.TemporaryDirectory(prefix="pipeline-source-") if images and self.bundle.is_zip \
             else None
@@ -332,6 +340,7 @@ class XmlSource:
         return Document(
             id=self.DOCUMENT_ID, name=self.bundle.name, valid_block_types=blocks, valid_line_types=lines,
             block_types=blocks, layers=(Layer(1, self.layer),), part_count=len(self.bundle.pages),
+            metadata=self.bundle.metadata,
         )
 
     async def documents(self, selection: Selection | None = None) -> AsyncIterator[Document]:
@@ -396,3 +405,11 @@ class XmlSource:
             image_path=str(path) if path else None, size=size,
             block_types=self._block_types, line_types=self._line_types,
         )
+
+
+def open_bundle(path: Path) -> Bundle | ManifestBundle:
+    """The pages of a folder or zip of ALTO/PAGE, or of a IIIF manifest (a ``.json`` file, or a
+    folder or zip with ``manifest.json``)."""
+    from pipeline.sources.iiif import ManifestBundle, is_manifest
+
+    return ManifestBundle(path) if path.exists() and is_manifest(path) else Bundle(path)

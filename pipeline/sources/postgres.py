@@ -22,8 +22,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,12 +33,13 @@ from psycopg.types.string import TextLoader
 
 from pipeline.errors import CorpusError, UsageError
 from pipeline.imagesizes import ImageSizeCache
-from pipeline.model import Document, Layer, Part
+from pipeline.model import Document, Layer, Part, Selection
 from pipeline.ocrmodel import OcrModel, build_models, file_under
 from pipeline.registry import default_registry
-from pipeline.sources import rows, sql
-from pipeline.sources.rows import Row
 from pipeline.store import models as model_sql
+from pipeline.store import rows, sql
+from pipeline.store.dialect import POSTGRES
+from pipeline.store.rows import Row
 
 #: URL schemes this source opens
 SCHEMES = ("postgresql", "postgres")
@@ -96,17 +96,6 @@ def _message(exc: BaseException) -> str:
 
 class _JsonText(TextLoader):
     """jsonb as its JSON text: geometry is parsed in one ``json.loads`` per part batch, as from SQLite."""
-
-
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Which documents, as eScriptorium users think of them; ``documents`` named wins over the rest."""
-
-    documents: tuple[str | int, ...] | None = None
-    tags: tuple[str, ...] = ()
-    project: str | int | None = None
-    states: tuple[str | int, ...] = ()
-    include_archived: bool = False
 
 
 def open_postgres(
@@ -176,7 +165,7 @@ class PostgresSource:
                 options=SESSION_OPTIONS,
                 application_name=APPLICATION_NAME,
                 connect_timeout=CONNECT_TIMEOUT,
-                prepare_threshold=None,
+                prepare_threshold=1,  # the page statements run again for every page
             )
         except psycopg.Error as exc:
             raise CorpusError(f"{self.display()}: cannot connect: {_message(exc)}") from None
@@ -211,10 +200,22 @@ class PostgresSource:
 
     @staticmethod
     async def _all(
-        conn: AsyncConnection[Any], query: str, params: dict[str, Any] | None = None, **id_lists: int
+        conn: AsyncConnection[Any], query: str, params: dict[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(sql.POSTGRES.render(query, **id_lists), params or {})
+        """Rows of one of the shared statements (``pipeline.store.sql``), through the dialect."""
+        cur = await conn.execute(POSTGRES.sql(query), POSTGRES.params(params or {}))
         return await cur.fetchall()
+
+    @staticmethod
+    async def _many(
+        conn: AsyncConnection[Any], queries: Sequence[str], params: dict[str, Any]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Rows of several statements sent at once (libpq's pipeline mode): one round trip to the
+        server for all of them instead of one each."""
+        values = POSTGRES.params(params)
+        async with conn.pipeline():
+            cursors = [await conn.execute(POSTGRES.sql(q), values) for q in queries]
+        return [await cur.fetchall() for cur in cursors]
 
     # -- documents ---------------------------------------------------------------------------
 
@@ -226,9 +227,11 @@ class PostgresSource:
         if selection is None or not isinstance(selection, Selection):
             selection = Selection(documents=tuple(selection) if selection else None)
         async with self._connect("listing documents") as conn, conn.transaction():
-            if selection.documents:
+            if selection.documents:  # named: whatever their project or state, with any of the tags
                 for doc_id in await self._resolve(conn, selection.documents):
-                    yield await self._load(conn, doc_id)
+                    document = await self._load(conn, doc_id)
+                    if selection.keeps(document):
+                        yield document
                 return
             project = await self._project(conn, selection.project) if selection.project is not None else None
             states = [_state(s) for s in selection.states]
@@ -286,10 +289,7 @@ class PostgresSource:
         return rows[0][0]
 
     async def _load(self, conn: AsyncConnection[Any], doc_id: int) -> Document:
-        results = [
-            await self._all(conn, statement, {"doc": doc_id}) for statement in rows.DOCUMENT_STATEMENTS
-        ]
-        document = rows.document(results)
+        document = rows.document(await self._many(conn, rows.DOCUMENT_STATEMENTS, {"doc": doc_id}))
         if document is None:
             raise UsageError(f"no document {doc_id} in {self.display()}")
         return document
@@ -358,7 +358,7 @@ class PostgresSource:
                     nonlocal start
                     ids = ordered[start : start + builder.page_size()]
                     start += len(ids)
-                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}, ids=len(ids)) if ids else []
+                    return await self._all(conn, sql.PARTS_OF, {"ids": ids}) if ids else []
             else:
                 params: dict[str, Any] = {"doc": document.id, "limit": min(FIRST_PAGE, self.part_page)}
 
@@ -379,7 +379,7 @@ class PostgresSource:
         self, conn: AsyncConnection[Any], document: Document, part_ids: Sequence[int]
     ) -> list[int]:
         unique = list(dict.fromkeys(part_ids))
-        found = await self._all(conn, sql.PART_ORDER_OF, {"doc": document.id, "ids": unique}, ids=len(unique))
+        found = await self._all(conn, sql.PART_ORDER_OF, {"doc": document.id, "ids": unique})
         missing = sorted(set(unique) - {pid for _, pid in found})
         if missing:
             raise UsageError(
@@ -390,18 +390,18 @@ class PostgresSource:
 
 _SELECT_DOCUMENTS = """
     SELECT d.id FROM core_document d
-    WHERE d.id > %(after)s
-      AND (%(project)s::integer IS NULL OR d.project_id = %(project)s::integer)
-      AND (%(archived)s OR d.workflow_state <> 3)
-      AND (cardinality(%(states)s::smallint[]) = 0 OR d.workflow_state = ANY(%(states)s::smallint[]))
-      AND (cardinality(%(tags)s::text[]) = 0 OR EXISTS (
+    WHERE d.id > :after
+      AND (:project::integer IS NULL OR d.project_id = :project::integer)
+      AND (:archived OR d.workflow_state <> 3)
+      AND (cardinality(:states::smallint[]) = 0 OR d.workflow_state = ANY(:states::smallint[]))
+      AND (cardinality(:tags::text[]) = 0 OR EXISTS (
             SELECT 1 FROM core_document_tags dt JOIN core_documenttag t ON t.id = dt.documenttag_id
-            WHERE dt.document_id = d.id AND t.name = ANY(%(tags)s::text[])))
-    ORDER BY d.id LIMIT %(limit)s
+            WHERE dt.document_id = d.id AND t.name = ANY(:tags::text[])))
+    ORDER BY d.id LIMIT :limit
 """
 _PROJECT = """
-    SELECT pr.id FROM core_project pr WHERE pr.id = %(id)s::integer OR pr.slug = %(slug)s
-    ORDER BY pr.id = %(id)s::integer DESC, pr.id LIMIT 1
+    SELECT pr.id FROM core_project pr WHERE pr.id = :id::integer OR pr.slug = :slug
+    ORDER BY pr.id = :id::integer DESC, pr.id LIMIT 1
 """
 
 
@@ -416,15 +416,15 @@ def _state(value: str | int) -> int:
         ) from None
 
 
-def _under(media_root: Path | None, image: str | None) -> Path | None:
+def _under(media_root: str | None, image: str | None) -> str | None:
     """Where a part's image is: its stored path under the media root; None when there is none or
-    when the path would lead outside it (absolute, ``..``): never a file elsewhere on this machine."""
+    when the path would lead outside it (absolute, ``..``): never a file elsewhere on this machine.
+    Strings, not pathlib: that would intern every file name."""
     if media_root is None or not image:
         return None
-    relative = PurePosixPath(image)
-    if relative.is_absolute() or ".." in relative.parts or "\\" in image:
+    if image.startswith("/") or "\\" in image or ".." in image.split("/"):
         return None
-    return media_root / relative
+    return os.path.join(media_root, image)
 
 
 #: ``next_rows(pages_done, last_page_rows)``: the next page's part rows, [] when done
@@ -487,15 +487,15 @@ class _Builder:
         """What a page of part rows needs: four statements and the image sizes (I/O only)."""
         ids = [r[0] for r in part_rows]
         params = {"parts": ids, "layer": self.layer.id}
-        n = len(ids)
-        blocks = await PostgresSource._all(conn, sql.BLOCKS, params, parts=n)
-        lines = await PostgresSource._all(conn, sql.LINES, params, parts=n)
-        notes = await PostgresSource._all(conn, sql.ANNOTATIONS, params, parts=n) if self.annotations else []
-        metadata = await PostgresSource._all(conn, sql.PART_METADATA, params, parts=n)
-        self.lines_per_part = len(lines) / max(1, n)
-        paths = [_under(self.source.media_root, r[4]) for r in part_rows]
+        statements = (sql.BLOCKS, sql.LINES, sql.PART_METADATA) + (
+            (sql.ANNOTATIONS,) if self.annotations else ()
+        )
+        blocks, lines, metadata, *notes = await PostgresSource._many(conn, statements, params)
+        self.lines_per_part = len(lines) / max(1, len(ids))
+        media = str(self.source.media_root) if self.source.media_root is not None else None
+        paths = [_under(media, r[4]) for r in part_rows]
         sizes = await anyio.to_thread.run_sync(self.source.sizes.sizes, paths)
-        return rows.Page(part_rows, paths, sizes, blocks, lines, notes, metadata)
+        return rows.Page(part_rows, paths, sizes, blocks, lines, notes[0] if notes else [], metadata)
 
     def page_size(self) -> int:
         """Parts in the next page: ``part_page``, fewer for pages of many lines (seen on the last

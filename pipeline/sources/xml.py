@@ -77,6 +77,8 @@ class PageData:
     name: str
     format: str
     image_filename: str = ""
+    #: the page's own name, where the format has one (a IIIF canvas label)
+    title: str = ""
     width: int = 0
     height: int = 0
     source: str = ""

@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 #: documents listed per statement when iterating the whole corpus
 DOCUMENT_PAGE = 64
-#: lines of parts built per worker-thread call (see ``Corpus._build``)
-BUILD_LINES = 1024
 #: SQLite page cache (KiB). Parts are read once, in order, so a large cache only grows memory
 #: with the corpus size (the default is 2 MiB) without saving reads.
 CACHE_KIB = 256
@@ -294,15 +292,9 @@ class Corpus:
             after = (rows[-1][2], rows[-1][0])
 
     async def _build(self, parts: reader.PartReader, rows: Sequence[tuple]) -> AsyncIterator[Part]:
-        """Build parts until about :data:`BUILD_LINES` lines per worker-thread call: each call
-        wakes the event loop, which per part of a few lines costs as much as reading the part.
-        Memory holds one call's parts: a few dozen ordinary pages, or one page of thousands of lines."""
-        start = 0
-        while start < len(rows):
-            batch = await self._run(_build_some, parts, rows, start)
-            start += len(batch)
-            for built in batch:
-                yield built
+        """A page of parts, built in one worker-thread call (five statements for the page)."""
+        for built in await self._run(parts.build_page, rows):
+            yield built
 
     async def models(self) -> list[OcrModel]:
         """Every OCR model (``core_ocrmodel``) by id, with the documents it was trained or run on."""
@@ -333,15 +325,3 @@ class Corpus:
             except sqlite3.Error as exc:
                 self.connection.execute("ROLLBACK")
                 raise CorpusError(f"{self.path}: cannot write corpus ({exc})") from exc
-
-
-def _build_some(parts: reader.PartReader, rows: Sequence[tuple], start: int) -> list[Part]:
-    """Parts from ``rows[start:]`` until they hold :data:`BUILD_LINES` lines (at least one part)."""
-    built: list[Part] = []
-    lines = 0
-    for row in rows[start:]:
-        built.append(parts.build(row))
-        lines += len(built[-1].lines)
-        if lines >= BUILD_LINES:
-            break
-    return built

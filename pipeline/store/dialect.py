@@ -22,6 +22,7 @@ from pipeline.errors import CorpusError
 from pipeline.model import Polygon
 
 _PLACEHOLDER = re.compile(r"\?|(?<![:\w]):([A-Za-z_]\w*)")
+_ANY = re.compile(r"= ANY\(:([A-Za-z_]\w*)\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +39,27 @@ class Dialect:
     #: part columns giving the image width and height, and the join that provides them
     image_size_columns: str = "s.width, s.height"
     image_size_join: str = "LEFT JOIN pipeline_image_size s ON s.part_id = p.id"
+    #: a list of ids ``= ANY(:ids)`` is passed as an array; else as JSON text read by ``json_each``
+    arrays: bool = False
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, text: str) -> str:
-        """``text`` with this database's placeholders."""
-        if self.positional == "?" and self.named == ":{}":
-            return text
+        """``text`` with this database's placeholders, id lists and image size columns."""
         if text not in self._cache:
-            self._cache[text] = _PLACEHOLDER.sub(
-                lambda m: self.named.format(m[1]) if m[1] else self.positional, text
-            )
+            out = text.replace("{sizes}", self.image_size_columns)
+            out = out.replace("{size_join}", self.image_size_join)
+            if not self.arrays:
+                out = _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", out)
+            if self.positional != "?" or self.named != ":{}":
+                out = _PLACEHOLDER.sub(lambda m: self.named.format(m[1]) if m[1] else self.positional, out)
+            self._cache[text] = out
         return self._cache[text]
+
+    def params(self, params: Sequence[Any] | Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        """Parameters as this database takes them: id lists as JSON text where there are no arrays."""
+        if self.arrays or not isinstance(params, Mapping):
+            return params
+        return {k: json.dumps(list(v)) if isinstance(v, list | tuple) else v for k, v in params.items()}
 
     def timestamp(self, value: str | datetime | None) -> datetime | None:
         """A stored timestamp as a datetime; CorpusError for text that is not ISO 8601."""
@@ -106,6 +117,10 @@ def _is_json(text: str) -> bool:
 
 #: this store's own database
 SQLITE = Dialect("sqlite")
+#: eScriptorium's (psycopg, with ``jsonb`` loaded as text so geometry is parsed as from SQLite;
+#: no image sizes are stored there)
+POSTGRES = Dialect("postgresql", positional="%s", named="%({})s", timestamps_as_text=False,
+                   image_size_columns="NULL, NULL", image_size_join="", arrays=True)
 
 
 class Cursor(Protocol):
@@ -133,4 +148,4 @@ class Db:
         self.connection, self.dialect = connection, dialect
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Cursor:
-        return self.connection.execute(self.dialect.sql(sql), params)
+        return self.connection.execute(self.dialect.sql(sql), self.dialect.params(params))

@@ -8,18 +8,35 @@ against. A new format is one module in ``pipeline/formats`` (model in, bytes out
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from pipeline import ns
+from pipeline import __version__, ns
 from pipeline.errors import UsageError
-from pipeline.formats import alto, page, text
+from pipeline.formats import alto, hocr, iiif, page, tei, text
+from pipeline.naming import slug
 from pipeline.writers.base import WriteJob, Writer
 from pipeline.writers.exchange import ExchangeWriter
 from pipeline.writers.pagezip import PageZipWriter
-from pipeline.writers.stream import StreamWriter
+from pipeline.writers.stream import DocumentZipWriter, StreamWriter
 
 __all__ = ["DEFAULT_FORMAT", "FORMATS", "ExchangeWriter", "FormatSpec", "PageZipWriter", "StreamWriter",
            "WriteJob", "Writer", "get", "register_format"]
+
+
+class TeiWriter:
+    """TEI: one file per document (the stream family's document zip), or per page with
+    ``unit="part"`` (a page zip with METS); its header names this program and the layer."""
+
+    async def write(self, job: WriteJob) -> None:
+        app = tei.Application("pipeline", __version__, job.layer)
+        if job.options.unit == "part":
+            await PageZipWriter(functools.partial(tei.render, app=app)).write(job)
+            return
+        name = f"{slug(job.document.name) or 'document'}.xml"
+        writer = DocumentZipWriter(lambda job: tei.TeiDocument(job.document, job.regions, app),
+                                   lambda document: name, pieces=2)
+        await writer.write(job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +84,9 @@ register_format(FormatSpec("page", "pagexml", "zip", PageZipWriter(page.render),
                            aliases=("pagexml",)))
 register_format(FormatSpec("text", "text", "txt", StreamWriter(text.part)))
 register_format(FormatSpec("exchange", "exchange", "zip", ExchangeWriter()))
+register_format(FormatSpec("tei", "tei", "zip", TeiWriter(), ns.TEI))
+register_format(FormatSpec("iiif", "iiif", "zip", DocumentZipWriter(
+    lambda job: iiif.IiifManifest(job.document, job.regions, iiif.Urls(job.options.iiif_base,
+                                                                       job.options.iiif_image_base)),
+    lambda document: iiif.MANIFEST_NAME)))
+register_format(FormatSpec("hocr", "hocr", "zip", PageZipWriter(hocr.render, suffix=".html"), ns.XHTML))

@@ -61,9 +61,10 @@ async def write_entries(
 ) -> int:
     """Stream ``document``'s ``test/`` and ``ann/`` entries into ``sink`` (flushed, not closed);
     ``prefix`` (a bulk archive's document folder) starts every name. Returns the number of parts."""
-    if options.unit not in UNITS or options.offset_unit not in OFFSET_UNITS:
+    unit = options.unit or "part"
+    if unit not in UNITS or options.offset_unit not in OFFSET_UNITS:
         raise UsageError(f"unit must be one of {UNITS}, offset unit one of {OFFSET_UNITS}")
-    return await _WRITERS[options.unit](parts, document, options, flt, sink, f"{prefix}_" if prefix else "")
+    return await _WRITERS[unit](parts, document, options, flt, sink, f"{prefix}_" if prefix else "")
 
 
 def warn_archive_size(size: int) -> None:

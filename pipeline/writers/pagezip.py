@@ -21,7 +21,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from pipeline.archive import ZipArchive
 from pipeline.errors import ImageError, PipelineError
 from pipeline.formats import mets
-from pipeline.images import ImageJob, ImageStage, passthrough_image
+from pipeline.images import ImageJob, ImageStage, passthrough_image, unknown_size
 from pipeline.logcontext import where
 from pipeline.model import Document, Part
 from pipeline.naming import EntryNamer, PageIndex
@@ -48,39 +48,58 @@ class PageZipWriter:
     async def write(self, job: WriteJob) -> None:
         """The document's entries into ``job.archive`` under ``job.prefix`` (METS names them
         relative to its own folder), flushed, not closed."""
-        archive, options, document = job.archive, job.options, job.document
+        archive, document = job.archive, job.document
         assert archive is not None, "a page zip is always an archive"
-        pages = _Pages(archive, self.render, job, skip=options.on_error == "skip")
-        if options.images and not options.image.passthrough:
-            await _write_transcoded(job, pages)
-        else:
-            pending = 0  # lines queued since the last flush
-            async with job.read() as parts:
-                async for part in parts:
-                    where.set(job.describe(part))
-                    if options.images:
-                        await anyio.to_thread.run_sync(pages.write_passthrough, part, options.image)
-                        continue
-                    pages.add(part, None)
-                    pending += len(part.lines)
-                    if pending >= FLUSH_LINES:
-                        await anyio.to_thread.run_sync(archive.flush)
-                        pending = 0
-        where.set(f"document {document.name!r}")
-        if job.report:
-            report = json.dumps(job.report, indent=1, ensure_ascii=False).encode()
-            archive.add(job.prefix + REPORT_NAME, report, "data", document.updated_at)
+        pages = Pages(archive, self.render, job, suffix=self.suffix)
+        await write_pages(job, pages)
+        add_report(job)
         archive.add(job.prefix + METS_NAME, mets.render(pages.index, document.provenance), "xml",
                     document.updated_at)
         await anyio.to_thread.run_sync(archive.flush)
 
 
-class _Pages:
-    """One document's pages going into an archive: entry names, the METS index, the image report."""
+async def write_pages(job: WriteJob, pages: Pages) -> None:
+    """Every part through ``pages``: with their images transcoded ahead, checked and passed
+    through, or without images (several pages per flush)."""
+    archive, options = pages.archive, job.options
+    if options.images and not options.image.passthrough:
+        await _write_transcoded(job, pages)
+    else:
+        pending = 0  # lines queued since the last flush
+        async with job.read() as parts:
+            async for part in parts:
+                where.set(job.describe(part))
+                if options.images:
+                    await anyio.to_thread.run_sync(pages.write_passthrough, part, options.image)
+                    continue
+                pages.add(part, None)
+                pending += len(part.lines)
+                if pending >= FLUSH_LINES:
+                    await anyio.to_thread.run_sync(archive.flush)
+                    pending = 0
+    where.set(f"document {job.document.name!r}")
 
-    def __init__(self, archive: ZipArchive, render: PageRenderer, job: WriteJob, *, skip: bool) -> None:
-        self.archive, self.render, self.job, self.skip = archive, render, job, skip
-        self.namer = EntryNamer((METS_NAME, REPORT_NAME))
+
+def add_report(job: WriteJob) -> None:
+    """The images left out (``on_error="skip"``), as a JSON entry, if any."""
+    if job.report:
+        assert job.archive is not None
+        report = json.dumps(job.report, indent=1, ensure_ascii=False).encode()
+        job.archive.add(job.prefix + REPORT_NAME, report, "data", job.document.updated_at)
+
+
+class Pages:
+    """One document's pages going into an archive: entry names, the METS index, the image report.
+
+    :meth:`entry` adds a page's own entry; a writer whose format is one file for the whole
+    document overrides it (and ``reserved`` names that file, so no image takes its name).
+    """
+
+    def __init__(self, archive: ZipArchive, render: PageRenderer | None, job: WriteJob, *,
+                 suffix: str = ".xml", reserved: tuple[str, ...] = ()) -> None:
+        self.archive, self.render, self.job, self.suffix = archive, render, job, suffix
+        self.skip = job.options.on_error == "skip"
+        self.namer = EntryNamer((METS_NAME, REPORT_NAME, *reserved))
         self.index = PageIndex()
 
     def add(self, part: Part, image: Path | BinaryIO | ImageError | None) -> None:
@@ -88,6 +107,8 @@ class _Pages:
         reported) and its XML."""
         job = self.job
         image_name, xml_name = self.namer.part_names(part.image_filename, part.order)
+        if image is None and (part.width <= 0 or part.height <= 0):  # no size: the image is unusable
+            image = unknown_size(part)
         if isinstance(image, ImageError):
             if not self.skip:
                 raise PipelineError(f"document {job.document.name!r}, {image}") from image
@@ -98,10 +119,17 @@ class _Pages:
         context = job.describe(part)
         if image is not None and image_name != part.image_filename:
             part = dataclasses.replace(part, original_filename=image_name)  # the XML names its entry
-        xml = logged_as(context, self.render(part, job.document, job.regions))
-        self.archive.add(job.prefix + xml_name, xml, "xml", part.updated_at)
-        self.index.append(image_name if image is not None else None, xml_name)
+        if self.suffix != ".xml":
+            xml_name = xml_name.removesuffix(".xml") + self.suffix
+        self.entry(part, xml_name, image_name if image is not None else None, context)
         job.parts += 1
+
+    def entry(self, part: Part, name: str, image: str | None, context: str) -> None:
+        """The page's own entry (rendered lazily, as the archive writes it) and its METS line."""
+        assert self.render is not None
+        xml = logged_as(context, self.render(part, self.job.document, self.job.regions))
+        self.archive.add(self.job.prefix + name, xml, "xml", part.updated_at)
+        self.index.append(image, name)
 
     def write_passthrough(self, part: Part, options: ImageOptions) -> None:
         """Check the part's image, queue the page and write it (blocking: a worker thread)."""
@@ -109,7 +137,7 @@ class _Pages:
         self.archive.flush()
 
 
-async def _write_transcoded(job: WriteJob, pages: _Pages) -> None:
+async def _write_transcoded(job: WriteJob, pages: Pages) -> None:
     """Pages whose images the stage transcodes ahead; each page is written as soon as its image
     is complete, and its temporary file goes as soon as it is in the zip."""
     stage = ImageStage(job.options.image, spill_dir=job.scratch)

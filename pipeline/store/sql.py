@@ -1,46 +1,17 @@
-"""SQL over eScriptorium's tables in one text for every database, rendered through a ``Dialect``.
+"""The SQL both readers run over eScriptorium's tables: the SQLite corpus and eScriptorium's own
+PostgreSQL database, one text each, through :class:`~pipeline.store.dialect.Dialect`.
 
-Statements are written with ``{p.name}`` parameters and ``{p.ids}`` id lists; a dialect renders
-them (``?`` / ``= ANY(%s)``...). They follow the portability rules of the schema notes: named
-columns only, ``"order"`` quoted, NULL ordering explicit, no JSON operators (geometry is read
-as JSON text and parsed in Python). Part contents are read a page of parts per statement, rows
-sorted by part first, so a document costs (parts / page size) statements plus a constant.
+Statements take ``:name`` parameters; a list of ids is ``= ANY(:name)`` (an array in PostgreSQL,
+``IN (SELECT value FROM json_each(...))`` in SQLite). They follow the portability rules of the
+schema notes: named columns only, ``"order"`` quoted, NULL ordering explicit, no JSON operators
+(geometry is read as JSON text and parsed in Python). Part contents are read a page of parts per
+statement, rows sorted by part first, so a document costs (parts / page size) statements plus a
+constant. Part rows end with the image size columns of the dialect (``{sizes}``, ``{size_join}``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one database spells a named parameter and membership in a list of ids."""
-
-    name: str
-    #: ``{}`` is the parameter name
-    param: str
-    #: ``{column}`` and ``{param}`` (the rendered parameter holding the ids)
-    in_ids: str
-
-    def render(self, sql: str, **id_lists: int) -> str:
-        """``sql`` with its parameters rendered; ``id_lists`` gives the length of each id list."""
-        return sql.format(p=_Params(self, id_lists))
-
-
-class _Params:
-    def __init__(self, dialect: Dialect, id_lists: dict[str, int]) -> None:
-        self._dialect, self._lists = dialect, id_lists
-
-    def __getattr__(self, name: str) -> str:
-        d = self._dialect
-        if name in self._lists:
-            return d.in_ids.format(param=d.param.format(name), count=self._lists[name], name=name)
-        return d.param.format(name)
-
-
-#: psycopg: ``%(name)s``; a list of ids is one array parameter
-POSTGRES = Dialect("postgresql", "%({})s", "= ANY({param})")
 
 #: every table and column the readers use, to tell an eScriptorium database from another
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -115,81 +86,82 @@ def missing_schema(present: Sequence[tuple[str, str]]) -> str | None:
 # -- documents -----------------------------------------------------------------------------
 
 DOCUMENT = """
-    SELECT d.id, d.name, d.created_at, d.updated_at FROM core_document d WHERE d.id = {p.doc}
+    SELECT d.id, d.name, d.created_at, d.updated_at FROM core_document d WHERE d.id = :doc
 """
-DOCUMENT_BY_ID = "SELECT d.id FROM core_document d WHERE d.id = {p.ref}"
-DOCUMENTS_BY_NAME = "SELECT d.id FROM core_document d WHERE d.name = {p.ref} ORDER BY d.id"
+DOCUMENT_BY_ID = "SELECT d.id FROM core_document d WHERE d.id = :ref"
+DOCUMENTS_BY_NAME = "SELECT d.id FROM core_document d WHERE d.name = :ref ORDER BY d.id"
 VALID_BLOCK_TYPES = """
     SELECT bt.id, bt.name FROM core_blocktype bt
     JOIN core_document_valid_block_types v ON v.blocktype_id = bt.id
-    WHERE v.document_id = {p.doc} ORDER BY bt.id
+    WHERE v.document_id = :doc ORDER BY bt.id
 """
 VALID_LINE_TYPES = """
     SELECT lt.id, lt.name FROM core_linetype lt
     JOIN core_document_valid_line_types v ON v.linetype_id = lt.id
-    WHERE v.document_id = {p.doc} ORDER BY lt.id
+    WHERE v.document_id = :doc ORDER BY lt.id
 """
 USED_BLOCK_TYPES = """
     SELECT bt.id, bt.name FROM core_blocktype bt
     WHERE EXISTS (SELECT 1 FROM core_document_valid_block_types v
-                  WHERE v.blocktype_id = bt.id AND v.document_id = {p.doc})
+                  WHERE v.blocktype_id = bt.id AND v.document_id = :doc)
        OR EXISTS (SELECT 1 FROM core_block b
                   JOIN core_documentpart p ON p.id = b.document_part_id
-                  WHERE b.typology_id = bt.id AND p.document_id = {p.doc})
+                  WHERE b.typology_id = bt.id AND p.document_id = :doc)
     ORDER BY bt.id
 """
 LAYERS = """
-    SELECT t.id, t.name, t.archived FROM core_transcription t WHERE t.document_id = {p.doc} ORDER BY t.id
+    SELECT t.id, t.name, t.archived FROM core_transcription t WHERE t.document_id = :doc ORDER BY t.id
 """
 TAGS = """
     SELECT t.name FROM core_documenttag t JOIN core_document_tags dt ON dt.documenttag_id = t.id
-    WHERE dt.document_id = {p.doc} ORDER BY t.name, t.id
+    WHERE dt.document_id = :doc ORDER BY t.name, t.id
 """
 DOCUMENT_METADATA = """
     SELECT m.name, dm.value FROM core_documentmetadata dm JOIN core_metadata m ON m.id = dm.key_id
-    WHERE dm.document_id = {p.doc} ORDER BY dm.id
+    WHERE dm.document_id = :doc ORDER BY dm.id
 """
-PART_COUNT = "SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = {p.doc}"
+PART_COUNT = "SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = :doc"
 #: what an incremental job compares: cheap aggregates, no part is read
 CHANGE_MARKER = """
     SELECT d.updated_at,
            (SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = d.id),
            (SELECT MAX(p.updated_at) FROM core_documentpart p WHERE p.document_id = d.id),
-           (SELECT t.updated_at FROM core_transcription t WHERE t.id = {p.layer})
-    FROM core_document d WHERE d.id = {p.doc}
+           (SELECT t.updated_at FROM core_transcription t WHERE t.id = :layer)
+    FROM core_document d WHERE d.id = :doc
 """
 
 # -- parts ---------------------------------------------------------------------------------
 
 PART_IDS_IN_ORDER = """
-    SELECT p.id FROM core_documentpart p WHERE p.document_id = {p.doc} ORDER BY p."order", p.id
+    SELECT p.id FROM core_documentpart p WHERE p.document_id = :doc ORDER BY p."order", p.id
 """
 PART_ORDER_OF = """
-    SELECT p."order", p.id FROM core_documentpart p WHERE p.document_id = {p.doc} AND p.id {p.ids}
+    SELECT p."order", p.id FROM core_documentpart p WHERE p.document_id = :doc AND p.id = ANY(:ids)
 """
 _PART_COLUMNS = """
     SELECT p.id, p.document_id, p."order", p.name, p.image, p.original_filename, p.source,
-           pt.name, p.created_at, p.updated_at
+           pt.name, p.created_at, p.updated_at, {sizes}
     FROM core_documentpart p
     LEFT JOIN core_documentparttype pt ON pt.id = p.typology_id
+    {size_join}
 """
 PARTS_FIRST = (
     _PART_COLUMNS
     + """
-    WHERE p.document_id = {p.doc} ORDER BY p."order", p.id LIMIT {p.limit}
+    WHERE p.document_id = :doc ORDER BY p."order", p.id LIMIT :limit
 """
 )
 PARTS_AFTER = (
     _PART_COLUMNS
     + """
-    WHERE p.document_id = {p.doc} AND (p."order" > {p.order} OR (p."order" = {p.order} AND p.id > {p.id}))
-    ORDER BY p."order", p.id LIMIT {p.limit}
+    WHERE p.document_id = :doc AND (p."order" > :order OR (p."order" = :order AND p.id > :id))
+    ORDER BY p."order", p.id LIMIT :limit
 """
 )
 PARTS_OF = (
     _PART_COLUMNS
     + """
-    WHERE p.id {p.ids} ORDER BY p."order", p.id
+    WHERE p.id = ANY(:ids) ORDER BY p."order", p.id
 """
 )
 BLOCK_TYPES = "SELECT bt.id, bt.name FROM core_blocktype bt"
@@ -198,14 +170,14 @@ TAXONOMIES = """
     SELECT x.id, x.name, at.name, x.abbreviation, x.marker_type
     FROM core_annotationtaxonomy x
     LEFT JOIN core_annotationtype at ON at.id = x.typology_id
-    WHERE x.document_id = {p.doc}
+    WHERE x.document_id = :doc
 """
 #: blocks of a page of parts, each part's in reading order (mean line order, untyped last)
 BLOCKS = """
     SELECT b.document_part_id, b.id, b."order", b.box, b.typology_id, b.external_id
     FROM core_block b
     LEFT JOIN core_line l ON l.block_id = b.id
-    WHERE b.document_part_id {p.parts}
+    WHERE b.document_part_id = ANY(:parts)
     GROUP BY b.id
     ORDER BY b.document_part_id, AVG(l."order") IS NULL, AVG(l."order"), b."order", b.id
 """
@@ -213,8 +185,8 @@ LINES = """
     SELECT l.document_part_id, l.id, l."order", l.baseline, l.mask, l.block_id, l.typology_id,
            l.external_id, t.content, t.avg_confidence
     FROM core_line l
-    LEFT JOIN core_linetranscription t ON t.line_id = l.id AND t.transcription_id = {p.layer}
-    WHERE l.document_part_id {p.parts}
+    LEFT JOIN core_linetranscription t ON t.line_id = l.id AND t.transcription_id = :layer
+    WHERE l.document_part_id = ANY(:parts)
     ORDER BY l.document_part_id, l."order", l.id
 """
 ANNOTATIONS = """
@@ -223,13 +195,13 @@ ANNOTATIONS = """
     FROM core_textannotation a
     JOIN core_line sl ON sl.id = a.start_line_id
     LEFT JOIN core_textannotationcomponentvalue v ON v.annotation_id = a.id
-    WHERE a.part_id {p.parts} AND a.transcription_id = {p.layer}
+    WHERE a.part_id = ANY(:parts) AND a.transcription_id = :layer
     ORDER BY a.part_id, sl."order", a.start_offset, a.id, v.component_id, v.id
 """
 PART_METADATA = """
     SELECT pm.part_id, m.name, pm.value
     FROM core_documentpartmetadata pm
     JOIN core_metadata m ON m.id = pm.key_id
-    WHERE pm.part_id {p.parts}
+    WHERE pm.part_id = ANY(:parts)
     ORDER BY pm.part_id, pm.id
 """

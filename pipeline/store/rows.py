@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.errors import CorpusError
 from pipeline.model import Document, Layer, Line, Part, Polygon, Region, Taxonomy, TextAnnotation, Typology
-from pipeline.sources import sql
+from pipeline.store import sql
 from pipeline.store.dialect import parse_polygons as polygons
 
 Row = tuple[Any, ...]
@@ -38,7 +38,7 @@ class Page:
     """The rows of one page of parts, fetched, not yet built; ``paths`` and ``sizes`` per part."""
 
     rows: list[Row]
-    paths: list[Path | None]
+    paths: list[str | None]
     sizes: list[Size]
     blocks: list[Row]
     lines: list[Row]
@@ -155,14 +155,14 @@ class PartBuilder:
     def _part(
         self,
         row: tuple[Any, ...],
-        path: Path | None,
+        path: str | Path | None,
         size: tuple[int, int] | str,
         blocks: Sequence[tuple[Any, ...]],
         lines: Sequence[tuple[Any, ...]],
         notes: Sequence[tuple[Any, ...]],
         metadata: Sequence[tuple[Any, ...]],
     ) -> Part:
-        pid, doc_id, order, name, image, original, source, ptype, created, updated = row
+        pid, doc_id, order, name, image, original, source, ptype, created, updated = row[:10]
         width, height = size if not isinstance(size, str) else (0, 0)
         where = self._where(order, pid)
         return Part(
