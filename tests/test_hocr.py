@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from test_export import FILTERS as CLI_FILTERS
-from test_export import export, run
+from test_export import export as export_store
+from test_export import run
 from test_formats import DOC, FILTERS, TEXT_3, make_part
 
 from pipeline.formats import hocr
@@ -17,6 +18,7 @@ from pipeline.model import Line, Part, Region
 from pipeline.select import layout
 from pipeline.validate import parser
 from pipeline.verify import verify_archive
+from tests.pgcluster import Store
 
 H = {"h": hocr.XHTML_NS}
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -126,3 +128,8 @@ def test_images_and_fixture(tmp_path: Path, demo_corpus: Path) -> None:
         texts = [t for n in zf.namelist() if n.endswith(".html")
                  for t in etree.fromstring(zf.read(n), parser()).xpath("//h:span/text()", namespaces=H)]
     assert len(texts) > 40
+
+
+def export(corpus: Path, out: Path, *args: str) -> Path:
+    """Export document 1 of the SQLite demo corpus (test_export's helper takes a store)."""
+    return export_store(Store("sqlite", str(corpus)), out, *args)

@@ -12,7 +12,8 @@ import pytest
 from lxml import etree
 from pydantic import ValidationError
 from test_export import FILTERS as CLI_FILTERS
-from test_export import export, run
+from test_export import export as export_store
+from test_export import run
 from test_formats import DOC, FILTERS, TEXT_3, make_part
 
 from pipeline.formats import iiif
@@ -20,6 +21,7 @@ from pipeline.formats.xmlutil import clean
 from pipeline.model import Line, Part, Region
 from pipeline.select import layout
 from pipeline.verify import verify_archive
+from tests.pgcluster import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 URLS = iiif.Urls("https://example.org/iiif/doc7")
@@ -220,3 +222,8 @@ def test_bad_manifests_fail_with_one_line(tmp_path: Path, capsys: pytest.Capture
     assert "canvas 1: annotation" in err and "SVG selector is not well-formed" in err
     with sqlite3.connect(corpus) as db:  # nothing of the failed imports is left
         assert db.execute("SELECT count(*) FROM core_document").fetchone() == (0,)
+
+
+def export(corpus: Path, out: Path, *args: str) -> Path:
+    """Export document 1 of the SQLite demo corpus (test_export's helper takes a store)."""
+    return export_store(Store("sqlite", str(corpus)), out, *args)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from test_export import FILTERS as CLI_FILTERS
-from test_export import export, run
+from test_export import export as export_store
+from test_export import run
 from test_formats import DOC, FILTERS, TEXT_1, TEXT_3, make_part
 
 from pipeline.formats import tei
@@ -20,6 +21,7 @@ from pipeline.select import RegionFilter, layout
 from pipeline.validate import jing, parser, validate_tei
 from pipeline.verify import verify_archive
 from pipeline.writers import stream
+from tests.pgcluster import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 T = {"t": tei.TEI_NS}
@@ -293,3 +295,8 @@ def test_verify_reports_invalid_tei(demo_corpus: Path, tmp_path: Path) -> None:
         zf.writestr(name, data.replace(b"<pb ", b"<pbx ", 1).replace(b"</pb>", b"</pbx>", 1))
     problems = verify_archive(broken)
     assert len(problems) == 1 and problems[0].startswith(f"{name}: line ") and "pbx" in problems[0]
+
+
+def export(corpus: Path, out: Path, *args: str) -> Path:
+    """Export document 1 of the SQLite demo corpus (test_export's helper takes a store)."""
+    return export_store(Store("sqlite", str(corpus)), out, *args)

@@ -86,8 +86,9 @@ class DocumentFile(Protocol):
     def tail(self) -> bytes: ...
 
 
-#: bytes of a spooled piece kept in memory before it goes to a temporary file
-PIECE_SPOOL = 1 << 20
+#: bytes of a spooled piece kept in memory before it goes to a temporary file, and read back at a
+#: time: small, since a 1 MiB rollover or read block showed in peak RSS at 2,000 parts
+PIECE_SPOOL = 64 << 10
 #: without images, a two-piece file (TEI) is written in one pass over the source with its second
 #: pieces spooled (False), or in two passes over the source (True); benchmarks/bench_formats.py
 #: measures both
@@ -154,7 +155,7 @@ class _Spools:
             if n:
                 yield file.separator(n)
             spool.seek(0)
-            yield from iter_chunks(spool)
+            yield from iter_chunks(spool, PIECE_SPOOL)
         yield file.tail()
 
     def pulled(self, file: DocumentFile, parts: PullParts) -> Iterator[bytes]:
@@ -169,7 +170,7 @@ class _Spools:
         for n, spool in enumerate(rest, 1):
             yield file.separator(n)
             spool.seek(0)
-            yield from iter_chunks(spool)
+            yield from iter_chunks(spool, PIECE_SPOOL)
         yield file.tail()
 
 
