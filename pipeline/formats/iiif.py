@@ -61,27 +61,14 @@ def begin(document: Document, urls: Urls) -> bytes:
         "type": "Manifest",
         "label": _label(clean(document.name, "document", document.id)),
     }
-    entries = [*document.metadata, *_provenance(document)]
-    if entries:
+    if document.metadata:
         head["metadata"] = [
             {"label": _label(clean(key, "document", document.id)),
              "value": _label(clean(value, "document", document.id))}
-            for key, value in entries
+            for key, value in document.metadata
         ]
     text = _dumps(head)
     return f'{text[:-1]},\n"items":[\n'.encode()
-
-
-def _provenance(document: Document) -> list[tuple[str, str]]:
-    """Who made the manifest (see ``Provenance``): this program, the layer, each model's work."""
-    prov = document.provenance
-    if prov is None:
-        return []
-    entries = [("Exported by", prov.producer), ("Transcription layer", prov.layer)]
-    for step in prov.steps:
-        run = f", run {step.executed_on.isoformat()}" if step.executed_on is not None else ""
-        entries.append((f"{step.job.capitalize()} model", step.summary + run))
-    return entries
 
 
 def end(count: int) -> bytes:
