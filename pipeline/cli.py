@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         if args.dry_run:
-            print("\n".join(describe_plan(await plan_job(config, args.config))))
+            print("\n".join(describe_plan(await plan_job(config, args.config, estimate=True))))
             return 0
         ex = config.executor  # a Dask cluster starts while the job plans (bulk archives need none)
         kind = ex.kind if config.archive.mode == "document" else "local"
