@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         if args.dry_run:
-            print("\n".join(describe_plan(await plan_job(config, args.config))))
+            print("\n".join(describe_plan(await plan_job(config, args.config, estimate=True))))
             return 0
         ex = config.executor  # a Dask cluster starts while the job plans (bulk archives need none)
         kind = ex.kind if config.archive.mode == "document" else "local"
@@ -382,13 +385,48 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exports_gc(args: argparse.Namespace) -> int:
+    from .registry import Registry
+    from .sinks import cleanup
+
+    folders = list(args.locations)
+    if not folders:
+        if args.registry is None:
+            raise UsageError("exports gc: give folders or s3:// prefixes, or --registry to clean where "
+                             "its exports went")
+        seen = {_folder_of(r.path) for r in Registry(args.registry).list() if r.path and r.path != "-"}
+        folders = sorted(seen)
+    removed = 0
+    for folder in folders:
+        if "://" not in folder and not Path(folder).is_dir():
+            continue
+        for item in cleanup(folder, args.older_than):
+            print(f"removed {item}")
+            removed += 1
+    print(f"{removed} left-overs of interrupted exports removed from {len(folders)} location(s)")
+    return 0
+
+
+def _folder_of(location: str) -> str:
+    return location.rsplit("/", 1)[0] + "/" if "://" in location else str(Path(location).parent)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``24h``, ``7d`` (or a number of seconds) as a timedelta."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 24h or 7d")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    return timedelta(seconds=float(m[1]) * unit)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify_path
 
     failed = 0
     for archive in args.archives:
         notes: list[str] = []
-        problems = verify_path(Path(archive), notes)
+        problems = verify_path(archive if "://" in archive else Path(archive), notes)
         for note in notes:
             print(f"{archive}: note: {note}")
         for problem in problems:
@@ -411,6 +449,7 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    add_s3_endpoint(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="build a deterministic synthetic corpus with page images")
@@ -442,6 +481,7 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file, directory (default: current) or - for stdout")
     p.add_argument("--registry", type=Path,
                    help="registry file (default: the corpus file; none with a --source that is not a corpus)")
+    add_s3_endpoint(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="run the exports a TOML job file describes (see configs/)")
@@ -455,6 +495,7 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
                    help="Dask: a local cluster of N worker processes, started and stopped by the job")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="Dask: the scheduler of a running cluster, e.g. tcp://10.0.0.5:8786")
+    add_s3_endpoint(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("import", help="import folders or zips of ALTO/PAGE (+ METS), or exchange archives")
@@ -508,16 +549,28 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     q.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
     q.set_defaults(func=cmd_models_export)
 
-    p = sub.add_parser("exports", help="list or show recorded exports")
+    p = sub.add_parser("exports", help="list or show recorded exports, clean up after interrupted ones")
     esub = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")
     q = esub.add_parser("list", help="exports, newest first")
     q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
     q.add_argument("--limit", type=int)
+    add_s3_endpoint(q)
     q.set_defaults(func=cmd_exports_list)
     q = esub.add_parser("show", help="one export, with its path")
     q.add_argument("id", help="export id (or a unique prefix)")
     q.add_argument("--registry", "--corpus", dest="registry", required=True, type=Path)
+    add_s3_endpoint(q)
     q.set_defaults(func=cmd_exports_show)
+    q = esub.add_parser("gc", help="remove what interrupted exports left: partial files whose writer is "
+                        "gone, multipart uploads (s3://) started before --older-than")
+    q.add_argument("locations", nargs="*", metavar="FOLDER|s3://BUCKET/PREFIX/",
+                   help="where to clean (default: every folder the registry's exports went to)")
+    q.add_argument("--registry", "--corpus", dest="registry", type=Path)
+    q.add_argument("--older-than", type=parse_duration, default=timedelta(hours=24), metavar="AGE",
+                   help="abort uploads started more than AGE ago (e.g. 6h, 2d; default 24h): younger ones "
+                   "may belong to exports still running")
+    add_s3_endpoint(q)
+    q.set_defaults(func=cmd_exports_gc)
 
     p = sub.add_parser("serve", help="serve the export page, the Files page and the JSON API over HTTP")
     p.add_argument("--corpus", required=True, metavar="FILE|URL",
@@ -550,8 +603,15 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check archives (CRCs, XML schemas, METS references) and text exports")
     p.add_argument("archives", nargs="+")
+    add_s3_endpoint(p)
     p.set_defaults(func=cmd_verify)
     return parser
+
+
+def add_s3_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-endpoint", metavar="URL", default=argparse.SUPPRESS,
+                        help="S3-compatible server for s3:// locations (MinIO, Ceph...; default: "
+                        "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url, else AWS)")
 
 
 def add_option_flags(parser: argparse.ArgumentParser) -> None:
@@ -594,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(options="export" in args_seen)
     args = parser.parse_args(argv)
     configure_logging(logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.INFO)
+    if getattr(args, "s3_endpoint", None):  # the variable every S3 client of this process reads
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -50,6 +50,7 @@ class ExportResult:
     location: str  #: where it was published: a path, ``-`` for stdout, or a URL
     size: int = 0
     sha256: str = ""
+    etag: str | None = None  #: the destination's own checksum (an S3 ETag), if it keeps one
     parts: int = 0
     report: list[dict[str, Any]] = field(default_factory=list)
 
@@ -258,7 +259,7 @@ async def _publishing(sink: Sink, result: ExportResult) -> AsyncIterator[None]:
             await anyio.to_thread.run_sync(sink.abort)
         raise
     result.location = await anyio.to_thread.run_sync(sink.commit)
-    result.size, result.sha256 = sink.size, sink.sha256
+    result.size, result.sha256, result.etag = sink.size, sink.sha256, sink.etag
 
 
 @contextmanager
@@ -310,7 +311,7 @@ class _Recording:
         if exc is None:
             self.registry.complete(
                 result.id, path=result.location, size=result.size, sha256=result.sha256,
-                part_count=result.parts, report=result.report or None,
+                part_count=result.parts, report=result.report or None, etag=result.etag,
             )
         elif isinstance(exc, Exception):
             message = str(exc) if isinstance(exc, PipelineError) else "".join(traceback.format_exception(exc))

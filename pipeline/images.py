@@ -168,10 +168,14 @@ class Spool:
         self.error: BaseException | None = None
 
     def open(self) -> int:
-        """Writer side: the descriptor to write to; :class:`SpoolClosed` if the reader went away."""
+        """Writer side: the descriptor of a new file to write to (a failed attempt's file is
+        dropped); :class:`SpoolClosed` if the reader went away."""
         with self._lock:
             if self._closed:
                 raise SpoolClosed
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             try:
                 self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by close() or finish()
                     dir=self._spill_dir, prefix=".pipeline-spool-", buffering=0
@@ -294,10 +298,11 @@ class ImageJob:
         return self._spool.file()
 
     def close(self) -> None:
-        """Drop the encoded image; a transcode still running is killed (libvips stops soon)."""
+        """Drop the encoded image; a transcode still running is killed (libvips stops soon). The
+        spool is marked closed first, so the kill's failure is never taken for the page's."""
+        self._spool.close()
         if (image := self._image) is not None:
             image.set_kill(True)
-        self._spool.close()
 
     def _work(self) -> None:
         error: BaseException | None = None
@@ -314,19 +319,27 @@ class ImageJob:
         self._spool.finish(error)
 
     def _transcode(self) -> None:
-        error = self._encode(open_image(self.part, self.plan))
+        error: ImageError | OutputError | SpoolClosed | None = None
+        for last in (False, True):
+            failure = self._encode(open_image(self.part, self.plan))
+            if failure is None:
+                return
+            error = self._classify(failure, last=last)
+            if error is not None:
+                break
         if error is not None:  # raised here, where no frame holds the image (see _encode)
             try:
                 raise error
             finally:
                 del error  # no cycle (error -> traceback -> this frame -> error) for gc to find
 
-    def _encode(self, image: pyvips.Image) -> ImageError | OutputError | SpoolClosed | None:
-        """Write the image into the spool; the error to raise when it fails. Returns rather than
-        raises, so that no traceback keeps the image alive: libvips gives its warnings about
-        a read when the image is freed, and after exit they would go straight to stderr. Nor the
-        target: it holds a duplicate of the spool's descriptor, so the file would stay open (and
-        its disk space taken) until the garbage collector ran."""
+    def _encode(self, image: pyvips.Image) -> tuple[str | None, str] | None:
+        """Write the image into a new spool file; when that fails, libvips' words for it: the
+        system's reason for a failed write (if it gave one) and its own last telling line.
+        Returns rather than raises, so that no traceback keeps the image alive: libvips gives its
+        warnings about a read when the image is freed, and after exit they would go straight to
+        stderr. Nor the target: it holds a duplicate of the spool's descriptor, so the file would
+        stay open (and its disk space taken) until the garbage collector ran."""
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -339,15 +352,53 @@ class ImageJob:
             image.write_to_target(target, self.plan.save_suffix, **kwargs)
             return None
         except pyvips.Error as exc:
-            if self._spool.closed:  # killed by close()
-                return SpoolClosed()
-            # our spool, not the page, is at fault: libvips says so, or the spool takes no more bytes
-            # (libvips' error text is one buffer for all threads: a concurrent failure may take it)
-            if (reason := _write_failure(exc) or self._spool.write_failure()) is not None:
-                return OutputError(f"cannot write {self._spool.where}: {reason}")
-            return ImageError(self.part, _reason(exc))
+            return _write_failure(exc), _reason(exc)
         finally:
             self._image = None
+
+    def _classify(
+        self, failure: tuple[str | None, str], *, last: bool
+    ) -> ImageError | OutputError | SpoolClosed | None:
+        """Whose fault a failed transcode is, decided from the files, never from libvips' error
+        text: that is one buffer for all threads, so a concurrent failure may take it or swap it
+        (a full disk then reads ``vips2png: unable to write to target`` or ``Unknown error -1``,
+        or another page's reason). The text only words the message.
+
+        Killed by :meth:`close` -> SpoolClosed. The spool takes no more bytes (a full disk, a
+        quota, a file-size limit) -> OutputError. The page does not read to its last pixel on its
+        own -> ImageError. Both fine: the space may have been freed since (our own spools are
+        dropped as pages are written) -> None, try once more; failing again with both still fine,
+        the encoder cannot write this page (an ImageError), unless libvips named a system error."""
+        if self._spool.closed:
+            return SpoolClosed()
+        system, reason = failure
+        if (full := self._spool.write_failure()) is not None:
+            return OutputError(f"cannot write {self._spool.where}: {full}")
+        if (unreadable := read_failure(self.part, self.plan)) is not None:
+            return unreadable
+        if not last:
+            return None
+        if system is not None:
+            return OutputError(f"cannot write {self._spool.where}: {system}")
+        return ImageError(self.part, reason)
+
+
+def read_failure(part: Part, plan: ImagePlan) -> ImageError | None:
+    """Why the part's image cannot be read through to its last pixel, or None if it can (decoded
+    to an average, nothing written): after a failed transcode, tells a bad page from a bad output."""
+    try:
+        image = open_image(part, plan)
+    except ImageError as exc:
+        return exc
+    try:
+        image.avg()
+        return None
+    except pyvips.Error as exc:
+        reason = _reason(exc)
+    finally:
+        del image
+    return ImageError(part, reason)
+
 
 def passthrough_image(part: Part, options: ImageOptions) -> tuple[Part, Path | ImageError]:
     """For a pass-through export (:attr:`ImageOptions.passthrough`): the part as exported and its

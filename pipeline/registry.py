@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS pipeline_export (
     error TEXT,
     report TEXT,
     host TEXT,
-    pid INTEGER
+    pid INTEGER,
+    etag TEXT
 );
 CREATE INDEX IF NOT EXISTS pipeline_export_started ON pipeline_export (started_at);
 CREATE INDEX IF NOT EXISTS pipeline_export_doc ON pipeline_export (document_id, format, status);
@@ -50,9 +51,10 @@ CREATE INDEX IF NOT EXISTS pipeline_export_doc ON pipeline_export (document_id, 
 COLUMNS = (
     "id", "document_id", "document_name", "format", "layer", "options", "path", "size", "sha256",
     "part_count", "fingerprint", "started_at", "finished_at", "status", "error", "report", "host", "pid",
+    "etag",
 )
 #: columns added after the first registries were written: (name, SQL type), added on open
-ADDED_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"))
+ADDED_COLUMNS = (("host", "TEXT"), ("pid", "INTEGER"), ("etag", "TEXT"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class ExportRecord:
     report: list[dict[str, Any]] | None
     host: str | None = None
     pid: int | None = None
+    etag: str | None = None  #: the object's ETag where the destination keeps one (S3)
 
     @property
     def state(self) -> str:
@@ -166,29 +169,34 @@ class Registry:
 
     def complete(
         self, export_id: str, *, path: str | None, size: int, sha256: str, part_count: int,
-        report: list[dict[str, Any]] | None = None,
+        report: list[dict[str, Any]] | None = None, etag: str | None = None,
     ) -> None:
         self._execute(
             "UPDATE pipeline_export SET status = 'complete', path = ?, size = ?, sha256 = ?, part_count = ?,"
-            " finished_at = ?, report = ? WHERE id = ?",
-            (path, size, sha256, part_count, _now(), json.dumps(report) if report else None, export_id),
+            " finished_at = ?, report = ?, etag = ? WHERE id = ?",
+            (path, size, sha256, part_count, _now(), json.dumps(report) if report else None, etag, export_id),
         )
 
     def recover(self, export_id: str) -> None:
-        """Mark complete an export whose file is at its final name but whose run died before saying so.
+        """Mark complete an export whose output is at its final location but whose run died before
+        saying so.
 
-        Files only get their final name when complete, so the file's size and sha256 are the export's.
+        Outputs only appear at their final location when complete, so its size and sha256 (read
+        back where it is) are the export's.
         """
+        from pipeline.sinks import open_reader
+
         record = self.get(export_id)
-        path = Path(record.path or "")
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
+        digest, size = hashlib.sha256(), 0
+        with open_reader(record.path or "") as fh:
+            while block := fh.read(8 << 20):
                 digest.update(block)
+                size += len(block)
+            etag = getattr(fh, "etag", None)
         self._execute(
-            "UPDATE pipeline_export SET status = 'complete', size = ?, sha256 = ?, finished_at = ?,"
+            "UPDATE pipeline_export SET status = 'complete', size = ?, sha256 = ?, etag = ?, finished_at = ?,"
             " error = 'recorded after an interrupted run' WHERE id = ? AND status = 'running'",
-            (path.stat().st_size, digest.hexdigest(), _now(), export_id),
+            (size, digest.hexdigest(), etag, _now(), export_id),
         )
 
     def fail(self, export_id: str, error: str) -> None:

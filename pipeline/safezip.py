@@ -82,12 +82,14 @@ def zip_errors(archive: Path, info: zipfile.ZipInfo | None = None) -> Iterator[N
         raise ZipReadError(archive, info.filename if info is not None else None, _reason(exc, info)) from None
 
 
-def open_zip(path: Path) -> zipfile.ZipFile:
+def open_zip(path: Path, fileobj: IO[bytes] | None = None) -> zipfile.ZipFile:
     """``zipfile.ZipFile(path)``, or ZipReadError naming the archive (or the member whose name
-    is flagged UTF-8 but holds other bytes); a device or FIFO is refused before it is opened."""
-    refuse_special(path, folder=False)
+    is flagged UTF-8 but holds other bytes); a device or FIFO is refused before it is opened.
+    ``fileobj``: read that seekable file instead (a remote object), ``path`` naming it."""
+    if fileobj is None:
+        refuse_special(path, folder=False)
     try:
-        return zipfile.ZipFile(path)
+        return zipfile.ZipFile(fileobj if fileobj is not None else path)
     except UnicodeDecodeError as exc:
         name = bytes(exc.object).decode("utf-8", "backslashreplace")
         raise ZipReadError(path, name, "name flagged UTF-8 is not valid UTF-8") from None

@@ -20,10 +20,12 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from lxml import etree
 
-from . import validate
+from . import sinks, validate
+from .errors import OutputError
 from .ns import METS_NAME, XLINK
 from .safezip import UnsafeArchiveError, ZipReadError, check_layout, open_member, open_zip
 
@@ -41,12 +43,16 @@ _MAGIC: dict[str, tuple[tuple[bytes, ...], str]] = {
 }
 
 
-def verify_archive(path: Path, notes: list[str] | None = None) -> list[str]:
+def verify_archive(path: Path, notes: list[str] | None = None, fileobj: IO[bytes] | None = None
+                   ) -> list[str]:
     """Problems found in the zip at ``path``, one line each; empty when it is sound. ``notes``
-    receives what could not be checked (TEI without Jing), which is not a problem."""
+    receives what could not be checked (TEI without Jing), which is not a problem.
+
+    ``fileobj`` (with a ``size``): read that instead, e.g. an object read in place by ranged
+    reads (zipfile reads the end record and central directory first, then each entry)."""
     try:
-        zf = open_zip(path)
-        size = path.stat().st_size
+        zf = open_zip(path, fileobj)
+        size = path.stat().st_size if fileobj is None else fileobj.size  # type: ignore[attr-defined]
     except (ZipReadError, OSError) as exc:
         return [_problem(exc, path)]
     problems: list[str] = []
@@ -208,12 +214,12 @@ def _image_reference_problems(
 _TEXT_HEADER = re.compile(r"-{15} .* \(.*\) -{15}")
 
 
-def verify_text(path: Path) -> list[str]:
+def verify_text(path: Path, fileobj: IO[bytes] | None = None) -> list[str]:
     """Problems of a text export: strict UTF-8, a page header first, a final line break.
 
     An empty file is sound (a document without kept lines exports nothing)."""
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if fileobj is None else fileobj.read()
     except OSError as exc:
         return [f"cannot read: {exc.strerror}"]
     try:
@@ -231,7 +237,14 @@ def verify_text(path: Path) -> list[str]:
     return problems
 
 
-def verify_path(path: Path, notes: list[str] | None = None) -> list[str]:
-    """A text export (``.txt``) or an archive: the problems ``verify`` reports for it (and, in
-    ``notes``, what it could not check)."""
-    return verify_text(path) if path.suffix.lower() == ".txt" else verify_archive(path, notes)
+def verify_path(path: Path | str, notes: list[str] | None = None) -> list[str]:
+    """A text export (``.txt``) or an archive, a file or a URL (``s3://...``, read where it is):
+    the problems ``verify`` reports for it (and, in ``notes``, what it could not check)."""
+    text = str(path).lower().endswith(".txt")
+    if "://" not in str(path):
+        return verify_text(Path(path)) if text else verify_archive(Path(path), notes)
+    try:
+        with sinks.open_reader(str(path)) as fh:
+            return verify_text(path, fh) if text else verify_archive(path, notes, fh)  # type: ignore[arg-type]
+    except OutputError as exc:  # missing, refused, unreachable: a problem of this one
+        return [str(exc).removeprefix(f"{path}: ")]

@@ -1,7 +1,8 @@
 """Shared fixtures. ``demo_corpus`` is built once per session; treat it as read-only.
 
 PostgreSQL fixtures (a throwaway cluster, the demo in an eScriptorium database, ``demo_store`` for
-tests run against both stores) come from ``tests/pgcluster.py``.
+tests run against both stores) come from ``tests/pgcluster.py``; the S3 server (``s3_server``,
+``s3_env``) from ``tests/s3server.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 from pipeline.demo import build_demo
 from tests.pgcluster import DEMO_OPTIONS, demo_store, pg_big, pg_cluster, pg_demo, pg_faulty  # noqa: F401
+from tests.s3server import s3_env, s3_server  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -210,6 +210,27 @@ def test_bad_image_is_skipped_and_reported(
     assert record.status == "complete" and record.report == [entry]
 
 
+def test_a_page_the_encoder_cannot_write_is_a_bad_image_not_an_output_error(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long scroll of 66,000 x 8 pixels reads fine but JPEG cannot hold it (65,500 at most): the
+    transcode fails though the image reads and the disk takes more bytes. That failure is the
+    page's (skipped and reported, the export completes), never "cannot write": only evidence from
+    the output file makes an output error."""
+    bad = parts_of(corpus)[1]
+    pyvips.Image.black(66_000, 8, bands=3).write_to_file(str(Path(bad.image_path).with_suffix(".png")))
+    Path(bad.image_path).with_suffix(".png").replace(bad.image_path)  # its name stays .jpg, as stored
+    with Corpus.open(corpus) as store, store.transaction() as writer:
+        writer.set_image_size(bad.id, 66_000, 8)
+    out = tmp_path / "a.zip"
+    assert export(corpus, out, "--images", "--image-format", "jpeg", "--on-error", "skip") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "page 2" in line and "65500" in line and "cannot write" not in line
+    with zipfile.ZipFile(out) as zf:
+        (entry,) = json.loads(zf.read("export-report.json"))
+    assert entry["page"] == 2 and "Maximum supported image dimension" in entry["error"]
+
+
 class SpillSpy:
     """Records the spill files the stage creates, to check that each one is closed (= removed)."""
 

@@ -71,7 +71,8 @@ class ArchiveConfig(BaseModel):
     """``[archive]``: where archives go, how they are named, per document or bulk, retention."""
 
     model_config = Strict
-    directory: LaxPath
+    #: a local folder, or a URL of a registered destination ending in ``/`` (``s3://bucket/prefix/``)
+    directory: str
     name: str | None = None
     mode: Literal["document", "bulk"] = "document"
     keep: Annotated[int, Field(ge=1)] | None = None
@@ -85,6 +86,33 @@ class ArchiveConfig(BaseModel):
         if unknown := used - set(NAME_FIELDS):
             raise ValueError(f"unknown field(s) {sorted(unknown)}; accepted: {', '.join(NAME_FIELDS)}")
         return _file_name(value)
+
+    @field_validator("directory")
+    @classmethod
+    def _folder_or_url(cls, value: str) -> str:
+        if "://" in value:
+            return value if value.endswith("/") else value + "/"
+        return value
+
+    @property
+    def remote(self) -> bool:
+        """Whether archives go to a URL (no local folder to lock, no scratch space beside them)."""
+        return "://" in self.directory
+
+    @property
+    def location(self) -> str:
+        """The folder as outputs name it: an absolute path, or the URL ending in ``/``."""
+        return self.directory if self.remote else str(Path(self.directory).resolve())
+
+    def join(self, name: str) -> str:
+        """``name`` in the folder."""
+        return self.location + name if self.remote else str(Path(self.location) / name)
+
+    def holds(self, location: str) -> bool:
+        """Whether an output at ``location`` is directly in this folder."""
+        if self.remote:
+            return location.startswith(self.location) and "/" not in location[len(self.location):]
+        return "://" not in location and str(Path(location).parent) == self.location
 
     @model_validator(mode="after")
     def _unique_names(self) -> ArchiveConfig:
@@ -201,7 +229,12 @@ class JobConfig(BaseModel):
     def registry_path(self, default: Path | None) -> Path:
         """The registry file: ``registry`` if given, else the source's own (``default``: a corpus
         file keeps its exports, like ``pipeline export``), else a file in the archive folder."""
-        return self.registry or default or self.archive.directory / SOURCE_REGISTRY
+        if self.registry or default:
+            return self.registry or default  # type: ignore[return-value]
+        if self.archive.remote:
+            raise UsageError(f"registry: archives go to {self.archive.location} and the source keeps no "
+                             "registry; give registry = a local file")
+        return Path(self.archive.location) / SOURCE_REGISTRY
 
 
 def key_path(loc: Sequence[str | int]) -> str:

@@ -83,6 +83,8 @@ class Outcome:
     detail: str | None = None
     #: ``host:pid`` of the process that ran it
     ran_on: str = ""
+    #: the destination's own checksum (an S3 ETag), if it keeps one
+    etag: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,7 +157,7 @@ async def export_work(work: ExportWork, source: Source | None = None) -> Outcome
             return Outcome(work.key, error=f"{type(exc).__name__}: {exc}", detail=text,
                            warnings=tuple(warnings), ran_on=here)
     return Outcome(work.key, result.location, result.size, result.sha256, result.parts,
-                   list(result.report), tuple(warnings), ran_on=here)
+                   list(result.report), tuple(warnings), ran_on=here, etag=result.etag)
 
 
 async def _export(work: ExportWork, source: Source) -> ExportResult:

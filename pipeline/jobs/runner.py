@@ -1,8 +1,10 @@
 """Plan and run a job: select documents, fingerprint them, export what changed, prune, report.
 
-The plan reads every selected document's parts once (the same lazy iteration an export uses) to
-fingerprint them, so an unchanged document is skipped by content, not by timestamps, and a job
-killed midway resumes where it stopped: what completed has a matching fingerprint in the registry.
+A document's fingerprint is its source's change marker (``Source.change_marker``: aggregates of
+its rows, a zip's directory, file sizes and times) with the document itself and the output's
+options, so an unchanged document is skipped without reading its parts, and a job killed midway
+resumes where it stopped: what completed has a matching fingerprint in the registry. Parts are
+read in planning only by ``--dry-run``, for the size estimates of the archives it would write.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import anyio
 from pipeline import __version__, sinks, writers
 from pipeline.errors import DocumentError, PipelineError, UsageError
 from pipeline.export import ExportResult, export_bulk, export_document
-from pipeline.jobs.config import JobConfig
+from pipeline.jobs.config import ArchiveConfig, JobConfig
 from pipeline.jobs.executors import Executor, ExportWork, Outcome, make_executor
 from pipeline.jobs.progress import JobProgress, human_size, progress_for
 from pipeline.logcontext import where
@@ -47,9 +49,8 @@ ESTIMATE = {True: (220, 2_000), False: (60, 0)}
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    """One document read in one layer: its data digest and what the estimate needs."""
+    """One document read in one layer: what the size estimate needs."""
 
-    digest: str
     parts: int
     lines: int
     image_bytes: int
@@ -64,7 +65,8 @@ class Task:
     documents: tuple[Document, ...]
     fingerprint: str
     parts: int
-    estimate: int
+    #: bytes the archive will roughly take; None until estimated (``plan_job(estimate=True)``)
+    estimate: int | None = None
     previous: ExportRecord | None = None
 
     @property
@@ -137,34 +139,32 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
         raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
 
 
-async def _scan(corpus: Source, document: Document, layer: str) -> Scan:
-    """Digest of everything an export reads: the document, each part (geometry, texts, types...)
-    and what identifies each image's bytes (never a temporary path or time, never the bytes)."""
-    sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
+async def _digest(source: Source, document: Document, layer: str) -> str:
+    """What an export of the document in ``layer`` depends on in the source: the document (its
+    types, layers, tags, metadata...) and the source's change marker of its parts; no part is read."""
+    marker = await source.change_marker(document, layer)
+    text = f"{dataclasses.replace(document, part_count=0)!r}|{layer}|{marker}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _scan(source: Source, document: Document, layer: str) -> Scan:
+    """Read the document's parts for the size estimate (``--dry-run`` only): lines, image sizes."""
     parts = lines = image_bytes = 0
-    async for part in corpus.parts(document, layer):
-        sha.update(repr(part).encode())
-        stamp, size = _image_stamp(corpus, part) or ("", 0)
-        sha.update(f"|{stamp}".encode())
+    async for part in source.parts(document, layer):
         parts, lines = parts + 1, lines + len(part.lines)
-        image_bytes += size
-    return Scan(sha.hexdigest(), parts, lines, image_bytes)
+        image_bytes += _image_size(source, part)
+    return Scan(parts, lines, image_bytes)
 
 
-def _image_stamp(source: Source, part: Part) -> tuple[str, int] | None:
-    """The source's stamp of the part's image (a zip member's CRC and size), else the file's size
-    and mtime."""
+def _image_size(source: Source, part: Part) -> int:
+    """The size of the part's image: a zip member's from the zip's directory, else the file's."""
     if isinstance(source, StampsImages):
-        return source.image_stamp(part)
-    stat = _stat(part.image_path)
-    return (f"{stat.st_size}|{stat.st_mtime_ns}", stat.st_size) if stat else None
-
-
-def _stat(path: str | None) -> os.stat_result | None:
+        stamp = source.image_stamp(part)
+        return stamp[1] if stamp else 0
     try:
-        return os.stat(path) if path else None
+        return os.stat(part.image_path).st_size if part.image_path else 0
     except OSError:
-        return None
+        return 0
 
 
 def _fingerprint(options: ExportOptions, digests: Sequence[str]) -> str:
@@ -178,8 +178,9 @@ def _estimate(options: ExportOptions, scan: Scan) -> int:
     return images + per_line * scan.lines + per_part * scan.parts
 
 
-def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportRecord | None:
-    """The last finished export with this fingerprint still on disk in ``directory``, if any.
+def _unchanged(registry: Registry, fingerprint: str, archive: ArchiveConfig) -> ExportRecord | None:
+    """The last finished export with this fingerprint still in the archive folder with its recorded
+    size (a local file, or an object: one HEAD request), if any.
 
     A ``running`` record whose file exists counts as finished: outputs only appear at their final
     name once complete, so the run that wrote it was killed between the rename and the registry
@@ -187,7 +188,7 @@ def _unchanged(registry: Registry, fingerprint: str, directory: Path) -> ExportR
     """
     for status in ("complete", "running"):
         for record in registry.find(fingerprint=fingerprint, status=status):
-            if record.path and Path(record.path).parent == directory and sinks.exists(record.path):
+            if record.path and archive.holds(record.path) and sinks.exists(record.path, record.size):
                 return record
     return None
 
@@ -211,11 +212,14 @@ def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Source]:
         yield source
 
 
-async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = None) -> Plan:
-    """Select, check and fingerprint; mark the tasks whose archive is already up to date.
+async def plan_job(
+    config: JobConfig, source: Path, *, now: datetime | None = None, estimate: bool = False
+) -> Plan:
+    """Select, check and fingerprint (from change markers: no part is read); mark the tasks whose
+    archive is already up to date. ``estimate`` (``--dry-run``) reads the parts of the documents
+    still to export, for the size of their archives.
 
     Writes nothing: without a registry file yet, nothing can be up to date."""
-    directory = config.archive.directory.resolve()
     with open_input(config, images=False) as corpus:
         registry_path = config.registry_path(corpus.default_registry())
         registry = Registry(registry_path) if registry_path.is_file() else None
@@ -223,23 +227,31 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
         _check(config, documents, source)
         layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name
                   for doc in documents for o in config.outputs}
-        scans = {(doc_id, layer): await _scan(corpus, doc, layer)
-                 for doc in documents for (doc_id, _), layer in layers.items() if doc_id == doc.id}
-    tasks: list[Task] = []
-    bulk = config.archive.mode == "bulk"
-    for n, output in enumerate(config.outputs):
-        options = output
-        groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
-        for group in groups:
-            if not bulk:  # the layer actually read, so the fingerprint and the registry name it
-                options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
-            group_scans = [scans[doc.id, layers[doc.id, output.layer]] for doc in group]
-            fp = _fingerprint(options, [s.digest for s in group_scans])
-            task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
-                        sum(_estimate(options, s) for s in group_scans))
-            if config.select.changed_only and registry is not None:
-                task.previous = _unchanged(registry, fp, directory)
-            tasks.append(task)
+        by_id = {doc.id: doc for doc in documents}
+        digests = {(doc_id, layer): await _digest(corpus, by_id[doc_id], layer)
+                   for (doc_id, _), layer in layers.items()}
+        tasks: list[Task] = []
+        bulk = config.archive.mode == "bulk"
+        for n, output in enumerate(config.outputs):
+            options = output
+            groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
+            for group in groups:
+                if not bulk:  # the layer actually read, so the fingerprint and the registry name it
+                    options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
+                read = [(doc, layers[doc.id, output.layer]) for doc in group]
+                fp = _fingerprint(options, [digests[doc.id, layer] for doc, layer in read])
+                task = Task(n, options, group, fp, sum(doc.part_count for doc in group))
+                if config.select.changed_only and registry is not None:
+                    task.previous = _unchanged(registry, fp, config.archive)
+                tasks.append(task)
+        if estimate:
+            scans: dict[tuple[int, str], Scan] = {}
+            for task in (t for t in tasks if t.previous is None):
+                keys = [(doc.id, layers[doc.id, config.outputs[task.output].layer]) for doc in task.documents]
+                for key in keys:
+                    if key not in scans:
+                        scans[key] = await _scan(corpus, by_id[key[0]], key[1])
+                task.estimate = sum(_estimate(task.options, scans[key]) for key in keys)
     return Plan(config, documents, tasks, now or datetime.now(), registry_path)
 
 
@@ -255,10 +267,10 @@ def describe_plan(plan: Plan) -> Iterator[str]:
         yield f"  outputs[{n}]: {json.dumps(dataclasses.asdict(output), default=str)}"
     for task in plan.tasks:
         state = f"unchanged since export {task.previous.id}" if task.previous else \
-            f"export, ~{human_size(task.estimate)}"
+            f"export, ~{human_size(task.estimate or 0)}"
         yield f"  {task.label}: {task.parts} parts, {state}"
     todo = plan.todo
-    total = human_size(sum(t.estimate for t in todo))
+    total = human_size(sum(t.estimate or 0 for t in todo))
     yield f"{len(todo)} archives to write (~{total}), {len(plan.tasks) - len(todo)} unchanged"
 
 
@@ -266,10 +278,16 @@ def describe_plan(plan: Plan) -> Iterator[str]:
 
 
 @contextmanager
-def job_lock(directory: Path) -> Iterator[None]:
-    """One job per archive folder at a time; then partial files of killed runs (of this job or of
-    an export into the same folder) are deleted; those being written by live processes are not."""
-    with sinks.locked_folder(directory) as removed:
+def job_lock(archive: ArchiveConfig) -> Iterator[None]:
+    """One job per local archive folder at a time; then partial files of killed runs (of this job or
+    of an export into the same folder) are deleted; those being written by live processes are not.
+
+    A remote folder (``s3://``) has no lock: archive names carry the time and the data's
+    fingerprint, and what killed runs left there is for ``pipeline exports gc``."""
+    if archive.remote:
+        yield
+        return
+    with sinks.locked_folder(Path(archive.location)) as removed:
         for name in removed:
             log.info("removed %s, left by an interrupted run", name)
         yield
@@ -293,7 +311,8 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
                             "fingerprint": task.fingerprint}
     if result is not None:
         item |= {"export_id": result.id, "path": result.location, "size": result.size,
-                 "sha256": result.sha256, "parts": result.parts, **_skipped(result.report)}
+                 "sha256": result.sha256, "etag": result.etag, "parts": result.parts,
+                 **_skipped(result.report)}
     return item | extra
 
 
@@ -306,9 +325,10 @@ def _skipped(report: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 async def _export(plan: Plan, task: Task, source: Source, registry: Registry) -> ExportResult:
     """One archive; in bulk mode a failing document is dropped and the archive rebuilt without it."""
-    directory = plan.config.archive.directory.resolve()
-    target = directory / _archive_name(plan, task)
-    if plan.config.archive.mode == "document":
+    archive = plan.config.archive
+    target = archive.join(_archive_name(plan, task))
+    directory = _scratch(archive)
+    if archive.mode == "document":
         return await export_document(source, task.documents[0], task.options, target, registry=registry,
                                      now=plan.now, fingerprint=task.fingerprint, scratch=directory)
     return await export_bulk(source, task.documents, task.options, target, name=plan.config.name,
@@ -346,13 +366,13 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
     keep = plan.config.archive.keep
     if keep is None:
         return
-    directory = plan.config.archive.directory.resolve()
-    doc = task.documents[0] if plan.config.archive.mode == "document" else None
+    archive = plan.config.archive
+    doc = task.documents[0] if archive.mode == "document" else None
     records = [
         r for r in registry.find(document_id=doc.id if doc else None,
                                  document_name=doc.name if doc else plan.config.name,
                                  format=writers.get(task.options.format).name, status="complete")
-        if r.path and Path(r.path).parent == directory
+        if r.path and archive.holds(r.path)
     ]
     kept = {r.path for r in records[:keep]}
     gone = []
@@ -360,18 +380,19 @@ def _prune(plan: Plan, task: Task, registry: Registry, report: JobReport) -> Non
         if record.path and record.path not in kept:
             try:
                 sinks.remove(record.path)
-            except OSError as exc:
-                log.error("%s: could not prune %s: %s", task.label, record.path, exc.strerror or exc)
-                report.prune_failed.append({"path": record.path, "error": str(exc.strerror or exc)})
+            except (OSError, PipelineError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.error("%s: could not prune %s: %s", task.label, record.path, why)
+                report.prune_failed.append({"path": record.path, "error": why})
                 continue
             report.pruned.append(record.path)
         gone.append(record.id)
     registry.delete(gone)
 
 
-def write_report(report: JobReport, directory: Path) -> Path:
-    """``<job>-report.json`` next to the archives, replaced atomically."""
-    path = directory / f"{report.job}-report.json"
+def write_report(report: JobReport, archive: ArchiveConfig) -> str:
+    """``<job>-report.json`` next to the archives, replaced atomically; returns where."""
+    path = archive.join(f"{report.job}-report.json")
     sink = sinks.open_sink(path)
     try:
         sink.write(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False).encode())
@@ -382,7 +403,7 @@ def write_report(report: JobReport, directory: Path) -> Path:
     return path
 
 
-async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobReport, Path]:
+async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobReport, str]:
     """Run the plan's tasks on ``executor`` (one already started), else on the one the job's
     ``[executor]`` asks for; returns the report and where it was written.
 
@@ -390,10 +411,10 @@ async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobRepo
     Archives of one document run on the executor (in process, or as Dask tasks); a bulk archive
     is written here, whatever the executor."""
     config = plan.config
-    directory = config.archive.directory.resolve()
     report = JobReport(config.name, plan.now.isoformat(timespec="seconds"))
     started = time.monotonic()
-    directory.mkdir(parents=True, exist_ok=True)
+    if not config.archive.remote:  # also where the registry of a source without one lives
+        Path(config.archive.location).mkdir(parents=True, exist_ok=True)
     registry = Registry(plan.registry_path)
     for task in plan.tasks:
         if task.previous is not None:
@@ -402,14 +423,14 @@ async def run_job(plan: Plan, executor: Executor | None = None) -> tuple[JobRepo
             report.skipped.append(_entry(task, reason="unchanged", export_id=task.previous.id,
                                          path=task.previous.path))
     todo = plan.todo
-    with job_lock(directory), open_input(config) as corpus, \
+    with job_lock(config.archive), open_input(config) as corpus, \
             progress_for(sum(len(t.documents) for t in todo), sum(t.parts for t in todo)) as progress:
         if config.archive.mode == "bulk":
             await _run_bulk(plan, todo, corpus, registry, report, progress)
         elif todo:
             await _run_documents(plan, todo, corpus, registry, report, progress, executor)
         report.duration_s = round(time.monotonic() - started, 3)
-        path = write_report(report, directory)
+        path = write_report(report, config.archive)
     if not todo:
         log.info("job %s: nothing changed, nothing exported", config.name)
     return report, path
@@ -442,12 +463,14 @@ async def _run_documents(
 ) -> None:
     """One archive per document on the executor; this side records each as it starts and ends."""
     config = plan.config
-    directory = config.archive.directory.resolve()
+    archive = config.archive
+    scratch = _scratch(archive)
     options = source_options(config)
     source = config.input if "://" in config.input else str(Path(config.input).resolve())
     works = [
         ExportWork(n, source, options, task.documents[0], task.options,
-                   str(directory / _archive_name(plan, task)), plan.now, task.fingerprint, str(directory))
+                   archive.join(_archive_name(plan, task)), plan.now, task.fingerprint,
+                   str(scratch) if scratch else None)
         for n, task in enumerate(todo)
     ]
     ids: dict[int, str] = {}
@@ -467,10 +490,11 @@ async def _run_documents(
             log.warning("%s", line)
         if outcome.ok:
             registry.complete(export_id, path=outcome.location, size=outcome.size, sha256=outcome.sha256,
-                              part_count=outcome.parts, report=outcome.skipped_images or None)
+                              part_count=outcome.parts, report=outcome.skipped_images or None,
+                              etag=outcome.etag)
             report.exported.append(_entry(task, export_id=export_id, path=outcome.location,
-                                          size=outcome.size, sha256=outcome.sha256, parts=outcome.parts,
-                                          **_skipped(outcome.skipped_images),
+                                          size=outcome.size, sha256=outcome.sha256, etag=outcome.etag,
+                                          parts=outcome.parts, **_skipped(outcome.skipped_images),
                                           duration_s=round(time.monotonic() - clock[work.key], 3)))
             _prune(plan, task, registry, report)
         else:
@@ -488,5 +512,11 @@ async def _run_documents(
         with make_executor(ex.kind, source=corpus, concurrency=config.concurrency, scheduler=ex.scheduler,
                            workers=ex.workers, memory_limit=ex.memory_limit, retries=ex.retries) as made:
             await made.run(works, started, done)
-    for stale in remove_stale_partials(directory):  # a lost worker's partial file: its lock went with it
-        log.info("removed %s, left by a lost worker", stale.name)
+    if scratch is not None:  # a lost worker's partial file: its lock went with it
+        for stale in remove_stale_partials(scratch):
+            log.info("removed %s, left by a lost worker", stale.name)
+
+
+def _scratch(archive: ArchiveConfig) -> Path | None:
+    """Temporary files beside local archives (same file system); the system's for a URL."""
+    return None if archive.remote else Path(archive.location)

@@ -25,6 +25,10 @@ class Sink(Protocol):
     @property
     def location(self) -> str: ...
 
+    @property
+    def etag(self) -> str | None:
+        """The destination's own identity of the published bytes (an S3 ETag), if it keeps one."""
+
     def write(self, data: bytes | memoryview) -> None: ...
 
     def commit(self) -> str: ...
@@ -39,6 +43,9 @@ class ByteSink:
     return the location) and ``_discard`` (leave nothing); an ``OSError`` from any of them becomes
     one :class:`OutputError` naming the location.
     """
+
+    #: set by destinations that keep a checksum of their own (S3's ETag)
+    etag: str | None = None
 
     def __init__(self, location: str) -> None:
         self.size = 0

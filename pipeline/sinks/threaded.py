@@ -46,6 +46,10 @@ class ThreadedSink:
     def location(self) -> str:
         return self.sink.location
 
+    @property
+    def etag(self) -> str | None:
+        return self.sink.etag
+
     def write(self, data: Block) -> None:
         if len(data) < WRITE_BLOCK:
             self._pending += data

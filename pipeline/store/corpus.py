@@ -21,9 +21,9 @@ from typing import TypeVar
 import anyio.to_thread
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.model import Document, Part, Selection
+from pipeline.model import Document, Layer, Part, Selection
 from pipeline.ocrmodel import OcrModel, file_under
-from pipeline.store import models, reader
+from pipeline.store import marker, models, reader
 from pipeline.store.dialect import SQLITE, Db
 from pipeline.store.schema import DDL, MIGRATIONS, MODEL_DDL, SCHEMA_VERSION, SQLITE_MAGIC
 from pipeline.store.writer import CorpusWriter
@@ -180,7 +180,9 @@ class Corpus:
             (media,) = conn.execute("SELECT value FROM pipeline_meta WHERE key = 'media_root'").fetchone()
         except (sqlite3.Error, TypeError) as exc:
             raise CorpusError(f"{path}: cannot open corpus ({exc})") from exc
-        return cls(path, conn, (path.parent / media).resolve(), version)
+        media_root = (path.parent / media).resolve()
+        marker.install(conn, media_root)
+        return cls(path, conn, media_root, version)
 
     def close(self) -> None:
         self.connection.close()
@@ -255,6 +257,26 @@ class Corpus:
         """The ids of the parts at 1-based page numbers (CLI ``--parts 1-10``), in part order."""
         return await self._run(reader.ids_at_pages, self._db, document, pages)
 
+    async def change_marker(self, document: Document, layer: str | None = None) -> str:
+        """What changes whenever an export of the document in ``layer`` (None: its default layer)
+        could: one aggregate statement over the rows the parts are read from and a stat of each
+        image file (see :mod:`pipeline.store.marker`); no part is built, no file opened."""
+        chosen = self._layer(document, layer)
+        return await self._run(marker.document_marker, self.connection, document.id, chosen.id,
+                               self.media_root)
+
+    @staticmethod
+    def _layer(document: Document, layer: str | None) -> Layer:
+        """The layer read: ``layer`` or the document's default; UsageError for an unknown or archived
+        layer, listing the available ones."""
+        chosen = document.layer(layer) if layer is not None else document.choose_layer()
+        if chosen is None:
+            available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
+            state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
+            where = f"document {document.id} ({document.name!r})"
+            raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
+        return chosen
+
     async def parts(
         self,
         document: Document,
@@ -270,12 +292,7 @@ class Corpus:
         (listing the available ones) or part ids not in the document, before yielding anything.
         ``layer`` None: the document's default layer (``Document.choose_layer``).
         """
-        chosen = document.layer(layer) if layer is not None else document.choose_layer()
-        if chosen is None:
-            available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
-            state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
-            where = f"document {document.id} ({document.name!r})"
-            raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
+        chosen = self._layer(document, layer)
         query = reader.PartQuery(document, chosen, annotations)
         parts = await self._run(reader.PartReader, self._db, query, self.media_root)
         if part_ids:
