@@ -15,11 +15,19 @@ $(BIN)/pipeline: pyproject.toml
 
 install: $(BIN)/pipeline
 
-# Jing (Java) validates TEI against tei_all: lxml cannot compile it. Installed with apt as root.
+# Programs the tests run besides Python: Jing (validates TEI against tei_all, which lxml cannot
+# compile), Debian's Chromium (the browser test of `pipeline serve`, driven by Playwright; never
+# `playwright install`) and PostgreSQL's server binaries (the tests start their own cluster).
+# Installed with apt when missing and running as root; otherwise named in one line.
+SYSTEM_PACKAGES = jing:jing chromium:chromium initdb:postgresql
 tools:
-	@command -v jing >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jing >/dev/null; } \
-		|| { echo "make: jing is missing: install the Debian package jing (the TEI tests need it)" >&2; exit 1; }; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 \
+			|| missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "make: missing Debian package(s):$$missing (the tests need them)" >&2; exit 1; fi; fi
 
 demo: install
 	rm -rf $(DEMO)/corpus.sqlite $(DEMO)/corpus.media

@@ -13,8 +13,9 @@ local cluster of N worker processes for the job and stops it after (its start-up
 ``--scheduler`` sends the job to a local cluster of N workers that the benchmark keeps running
 (what a site with a standing cluster pays). The floors are judged on ``--workers N``.
 Wall times are whole processes (fork to exit, planning included: the same for both); ``execute``
-is the job report's ``duration_s`` (the exports alone). Speed ratios are in-process time / Dask
-time (above 1: Dask faster), on the whole process.
+is the job report's ``duration_s`` (the exports alone); ``coord. cpu s`` is the CPU time of the job's
+own process, the coordinator (in process: all the work; with Dask the workers' is not in it).
+Speed ratios are in-process time / Dask time (above 1: Dask faster), on the whole process.
 
 The **per-task overhead** is the round trip of an empty task on a running local cluster, one at a
 time (submit, run, result), and the rate of 1,000 empty tasks submitted at once. Exit status 1
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         started = f"dask, {args.workers} workers started by the job"
         contenders = {REFERENCE: ["--executor", "local"], started: ["--workers", str(args.workers)],
                       "dask, running cluster": ["--scheduler", cluster.scheduler_address]}
-        print(f"{'job':30} {'executor':36} {'runs':>4} {'wall s':>7} {'execute s':>9} {'cpu s':>6} speed")
+        print(f"{'job':30} {'executor':36} {'runs':>4} {'wall s':>7} {'execute s':>9} "
+              f"{'coord. cpu s':>12} speed")
         for number, (name, outputs, floor) in enumerate(JOBS, 1):
             if args.only not in (None, number):
                 continue
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                        for k, v in times.items()}
             reference = medians[REFERENCE][0]
             for label, (wall, execute, cpu) in medians.items():
-                print(f"{name:30} {label:36} {args.repeat:>4} {wall:7.2f} {execute:9.2f} {cpu:6.2f} "
+                print(f"{name:30} {label:36} {args.repeat:>4} {wall:7.2f} {execute:9.2f} {cpu:12.2f} "
                       f"{reference / wall:5.2f}x", flush=True)
             ratio = reference / medians[started][0]
             results[name] = {"medians": medians, "ratio": ratio, "floor": floor}

@@ -25,10 +25,12 @@ from zipstream import ZIP_DEFLATED, ZIP_STORED
 from pipeline.sinks import Sink
 from pipeline.sinks.threaded import Block, ThreadedSink
 
-EntryKind = Literal["xml", "image", "data"]
+EntryKind = Literal["xml", "image", "data", "binary"]
 
-#: compression per entry kind: text compresses well, images do not
-COMPRESSION: dict[EntryKind, int] = {"xml": ZIP_DEFLATED, "data": ZIP_DEFLATED, "image": ZIP_STORED}
+#: compression per entry kind: text compresses well, images and model weights do not
+COMPRESSION: dict[EntryKind, int] = {
+    "xml": ZIP_DEFLATED, "data": ZIP_DEFLATED, "image": ZIP_STORED, "binary": ZIP_STORED,
+}
 DEFLATE_LEVEL = 6
 CHUNK = 1 << 20
 #: written read buffers kept for reuse (each CHUNK bytes)

@@ -23,6 +23,7 @@ from . import __version__
 from .errors import PipelineError, SourceError, UsageError
 from .logcontext import configure_logging
 from .memory import bound_heap
+from .ocrmodel import JOBS as JOB_NAMES
 
 if TYPE_CHECKING:
     from .options import ExportOptions
@@ -87,6 +88,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         log.info("export %s: %d parts, %d bytes, sha256 %s", result.id, result.parts, result.size,
                  result.sha256)
         for entry in result.report:
+            if "model" in entry:
+                print(f"pipeline: skipped {entry['error']}", file=sys.stderr)
+                continue
             print(f"pipeline: skipped image of page {entry['page']} ({entry['file']}): {entry['error']}",
                   file=sys.stderr)
         if result.summary:
@@ -132,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         if args.dry_run:
-            print("\n".join(describe_plan(await plan_job(config, args.config))))
+            print("\n".join(describe_plan(await plan_job(config, args.config, estimate=True))))
             return 0
         ex = config.executor  # a Dask cluster starts while the job plans (bulk archives need none)
         kind = ex.kind if config.archive.mode == "document" else "local"
@@ -180,6 +184,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     for path in args.paths:  # before anything opens them (a FIFO would block) or the corpus exists
         refuse_special(path)
 
+    model_paths = [path for path in args.paths if path.suffix.lower() in MODEL_SUFFIXES]
+    if model_paths:
+        return _import_models(args, model_paths)
+    model_flags = [flag for flag, value in _model_flags(args).items() if value not in (None, (), False)]
+    if model_flags:
+        raise UsageError(f"--{model_flags[0].replace('_', '-')} goes with a model file (.mlmodel)")
     xml_paths = [path for path in args.paths if not _is_text_archive(path)]
     text_paths = [path for path in args.paths if _is_text_archive(path)]
 
@@ -200,6 +210,93 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 0
 
     return anyio.run(run)
+
+
+#: files ``pipeline import`` records as OCR models (kraken's CoreML files, as eScriptorium accepts)
+MODEL_SUFFIXES = (".mlmodel",)
+
+
+def _model_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {"name": args.model_name, "job": args.job, "accuracy": args.accuracy, "epochs": args.epochs,
+            "owner": args.owner, "parent": args.parent, "script": args.script,
+            "public": True if args.public else None, "trained_on": tuple(args.trained_on),
+            "executed_on": tuple(args.executed_on)}
+
+
+def _import_models(args: argparse.Namespace, paths: list[Path]) -> int:
+    """``pipeline import X.mlmodel``: each file copied under the media root and recorded, with the
+    flags' metadata over the sidecar's (``--metadata``, e.g. a ``model.json`` from ``models export``)."""
+    from .store import Corpus
+    from .store.models import ModelImport, import_model
+
+    if len(paths) != len(args.paths):
+        raise UsageError("import model files (.mlmodel) on their own, not with documents")
+    if len(paths) > 1 and (args.model_name or args.metadata):
+        raise UsageError("--model-name and --metadata describe one model file: import one at a time")
+    with Corpus.open(args.corpus, create=not args.corpus.exists()) as corpus:
+        for path in paths:
+            meta = ModelImport.from_options(path, args.metadata, **_model_flags(args))
+            model_id, stored = import_model(corpus, path, meta)
+            print(f"model {model_id} {meta.name!r} ({JOB_NAMES[meta.job]}): {corpus.media_root / stored}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    import json
+
+    async def run() -> int:
+        from .writers.models import keeper, of_document
+
+        with _model_store(args) as store:
+            models = await keeper(store).models()
+        if args.document is not None:
+            models = of_document(models, args.document)
+        if args.json:
+            print(json.dumps([m.describe() for m in models], indent=2, ensure_ascii=False))
+            return 0
+        for m in models:
+            parent = f"{m.parent_name!r} ({m.parent_id})" if m.parent_id else "-"
+            trained = ", ".join(str(d.document_id) for d in m.trained_on) or "-"
+            ran = ", ".join(str(d.document_id) for d in m.executed_on) or "-"
+            print(f"{m.id:>5}  {m.name!r}  {m.job_name}  accuracy {m.training_accuracy:.2%}  "
+                  f"{m.training_epoch} epochs  {m.file_size:,} bytes  owner {m.owner or '-'}  "
+                  f"parent {parent}  trained on {trained}  run on {ran}")
+        return 0
+
+    return anyio.run(run)
+
+
+def cmd_models_export(args: argparse.Namespace) -> int:
+    from .export import export_models
+    from .registry import Registry
+
+    async def run() -> int:
+        with _model_store(args) as store:
+            refs: list[str] = list(args.model)
+            if args.all or args.document is not None:
+                from .writers.models import keeper, of_document
+
+                models = await keeper(store).models()
+                refs += [str(m.id) for m in (models if args.all else of_document(models, args.document))]
+            if not refs:
+                raise UsageError("name the models: --model ID|NAME (repeatable), --document or --all")
+            where = args.registry or store.default_registry()
+            result = await export_models(store, refs, args.output, on_error=args.on_error,
+                                         registry=Registry(where) if where else None)
+        if result.location != "-":
+            print(result.location)
+        for entry in result.report:
+            print(f"pipeline: skipped {entry['error']}", file=sys.stderr)
+        return 1 if result.report else 0
+
+    return anyio.run(run)
+
+
+def _model_store(args: argparse.Namespace) -> Source:
+    """The corpus or eScriptorium's database (any source; those without models say so)."""
+    from .sources import open_source
+
+    return open_source(args.corpus, media_root=args.media_root, registry=args.registry)
 
 
 def _is_text_archive(path: Path) -> bool:
@@ -413,7 +510,47 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--link", action="store_true", help="reference the images in place, don't copy them")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="refuse images over N pixels, read from the header (default 500 million)")
+    m = p.add_argument_group("model files (.mlmodel)")
+    m.add_argument("--metadata", type=Path, metavar="JSON",
+                   help="the model's description, e.g. the model.json of `models export` (flags win)")
+    m.add_argument("--model-name", help="name shown in eScriptorium (default: the file name)")
+    m.add_argument("--job", choices=["segmentation", "recognition"], help="what the model does")
+    m.add_argument("--accuracy", type=float, metavar="0-1", help="training accuracy")
+    m.add_argument("--epochs", type=int, metavar="N", help="training epochs completed")
+    m.add_argument("--owner", metavar="USER", help="owner's user name")
+    m.add_argument("--parent", metavar="ID|NAME", help="the model it was fine-tuned from")
+    m.add_argument("--script", metavar="NAME", help="script it reads, e.g. Latin")
+    m.add_argument("--public", action="store_true", help="visible to every user")
+    m.add_argument("--trained-on", action="append", default=[], metavar="DOCUMENT",
+                   help="a document (id or name) it was trained on; repeatable")
+    m.add_argument("--executed-on", action="append", default=[], metavar="DOCUMENT",
+                   help="a document (id or name) it was run on; repeatable")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("models", help="list or export the OCR models (kraken segmentation/recognition)")
+    msub = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    q = msub.add_parser("list", help="models by id: job, accuracy, epochs, size, owner, parent, documents")
+    q.add_argument("--corpus", required=True, metavar="FILE|URL",
+                   help="SQLite corpus file, or eScriptorium's database as postgresql://...")
+    q.add_argument("--media-root", metavar="DIR", help="with postgresql://: eScriptorium's MEDIA_ROOT")
+    q.add_argument("--registry", type=Path, help="with postgresql://: where image sizes are cached")
+    q.add_argument("--document", metavar="ID|NAME", help="only models trained on or run on this document")
+    q.add_argument("--json", action="store_true", help="everything about each model, as JSON")
+    q.set_defaults(func=cmd_models_list)
+    q = msub.add_parser("export", help="a zip of model files, byte for byte, each with its model.json")
+    q.add_argument("--corpus", required=True, metavar="FILE|URL",
+                   help="SQLite corpus file, or eScriptorium's database as postgresql://...")
+    q.add_argument("--media-root", metavar="DIR", help="with postgresql://: eScriptorium's MEDIA_ROOT")
+    q.add_argument("--model", action="append", default=[], metavar="ID|NAME",
+                   help="a model by id or exact name (repeatable)")
+    q.add_argument("--document", metavar="ID|NAME", help="the models trained on or run on this document")
+    q.add_argument("--all", action="store_true", help="every model")
+    q.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="a missing model file fails the export (default) or is left out and reported "
+                   "(exit 1)")
+    q.add_argument("-o", "--output", help="file, directory (default: current), - for stdout, or a URL")
+    q.add_argument("--registry", type=Path, help="registry file (default: the corpus file)")
+    q.set_defaults(func=cmd_models_export)
 
     p = sub.add_parser("exports", help="list or show recorded exports, clean up after interrupted ones")
     esub = p.add_subparsers(dest="exports_command", required=True, metavar="ACTION")

@@ -14,14 +14,24 @@ text, emoji, XML special characters in texts and names, bad external ids (NULL, 
 duplicated), line types used but outside the ontology, text annotations within and across lines,
 tags, document and part metadata, an empty original filename, ``f003.jpg`` + ``f003.png`` in one
 document, IIIF source URLs, and a part without a stored size (read from the image header).
+
+Models as eScriptorium keeps them: kraken's ``blla`` segmenter (public, run on every document), a
+recognition model ``catmus-medieval-1.0`` and ``catmus-medieval-1.5`` fine-tuned from it on the
+first document (its per-epoch version history, shared with a user and a group), which made the
+``kraken:catmus-medieval-1.5`` layer of every document. Model files are small CoreML protobufs
+laid out as kraken writes them (metadata, a VGSL spec, one layer of weights), from their own
+random stream, so adding them changed nothing else the demo writes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import shutil
+import struct
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -54,6 +64,8 @@ BLOCK_TYPES = (*SEEDED_BLOCK_TYPES, OTHER_BLOCK_TYPE)
 LINE_TYPES = (*SEEDED_LINE_TYPES, "Heading", OTHER_LINE_TYPE)
 #: manual work, then a layer named after the kraken model that produced it
 LAYERS = ("manual", "kraken:catmus-medieval-1.5")
+#: who owns the demo (``users_user`` 1)
+DEMO_OWNER = "demo"
 #: an old zip import, archived (named as eScriptorium names imports)
 ARCHIVED_LAYER = "Zip import 2024-03-01 10:00"
 MIN_SIDE, MAX_SIDE = 100, 20_000
@@ -179,6 +191,7 @@ def build_demo(
         with Corpus.open(path, create=True) as corpus, corpus.transaction() as writer:
             builder = _Builder(writer, corpus.media_root, tuple(image_size), image_format, seed, link_images)
             doc_ids = tuple(builder.document(i, parts, lines) for i in range(documents))
+            builder.models(doc_ids)
             return DemoSummary(path, corpus.media_root, doc_ids, builder.parts, builder.lines, builder.images)
     except BaseException:
         path.unlink(missing_ok=True)
@@ -313,6 +326,7 @@ class _Builder:
         self.block_types = {n: writer.add_block_type(n) for n in BLOCK_TYPES}
         self.line_types = {n: writer.add_line_type(n) for n in LINE_TYPES}
         self.page_type = writer.add_part_type("Page")
+        self.owner = writer.add_user(DEMO_OWNER)  # first: id 1, the PostgreSQL demo's user
 
     def _hex(self) -> str:
         return f"{self.rng.getrandbits(32):08x}"
@@ -464,6 +478,61 @@ class _Builder:
             w.add_text_annotation(place, part_id, layers[0], second, 3, third, 4, value=place_value)
             w.add_text_annotation(person, part_id, layers[1], first, 0, first, 4, value="Q1")
 
+    def models(self, doc_ids: tuple[int, ...]) -> None:
+        """The demo's models (see the module docstring), linked to the documents."""
+        w, epoch = self.w, self.epoch
+        rng = random.Random(f"{self.seed}-models")
+        blla = self._model(rng, "blla", 1, "models/3f2a9c1e/blla.mlmodel", epochs=50, accuracy=0.9693,
+                           public=True, owner=None, created=epoch - timedelta(days=700))
+        base = self._model(rng, "catmus-medieval-1.0", 2, "models/8d41b7a0/catmus-medieval-10.mlmodel",
+                           epochs=38, accuracy=0.9512, public=True, owner="catmus", script="Latin",
+                           created=epoch - timedelta(days=300))
+        tuned = self._model(rng, "catmus-medieval-1.5", 2, "models/c07e52d9/catmus-medieval-15.mlmodel",
+                            epochs=6, accuracy=0.9781, public=False, owner=DEMO_OWNER, script="Latin",
+                            created=epoch + timedelta(hours=6), parent=base)
+        w.share_model(tuned, user="reviewer", created_at=epoch + timedelta(days=1))
+        w.share_model(tuned, group="Paleography seminar", created_at=epoch + timedelta(days=1))
+        for index, doc_id in enumerate(doc_ids):
+            ran = epoch + timedelta(days=index, hours=2)
+            w.link_model(blla, doc_id, executed_on=ran)
+            # trained on the first document, then run on every one (one row per pair, as eScriptorium)
+            trained = epoch + timedelta(hours=12) if index == 0 else None
+            w.link_model(tuned, doc_id, trained_on=trained, executed_on=ran + timedelta(days=2),
+                         created_at=epoch + timedelta(hours=6) if index == 0 else None)
+
+    def _model(
+        self, rng: random.Random, name: str, job: int, file: str, *, epochs: int, accuracy: float,
+        public: bool, owner: str | None, created: datetime, script: str | None = None,
+        parent: int | None = None,
+    ) -> int:
+        """A model file under the media root and its row, with one version per training epoch."""
+        data = _mlmodel(rng, name, job, epochs, accuracy)
+        target = self.media_root / file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        total = rng.randrange(20_000, 90_000)
+        versions = []
+        for epoch in range(1, epochs + 1):  # eScriptorium keeps every epoch, newest first
+            at = (created + timedelta(minutes=17 * epoch)).isoformat()
+            acc = round(accuracy - (epochs - epoch) * 0.004 * rng.random(), 4)
+            versions.insert(0, {
+                "revision": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "author": owner or "admin", "source": "kraken", "created_at": at, "updated_at": at,
+                "data": {"file": file.replace(".mlmodel", f"_{epoch}.mlmodel"), "file_size": len(data),
+                         "job": job, "training_epoch": epoch, "training_accuracy": acc,
+                         "training_total": total, "training_errors": round(total * (1 - acc)),
+                         "public": public},
+            })
+        updated = created + timedelta(minutes=17 * epochs + 3)
+        return self.w.add_model(
+            name, job, file, len(data), owner=owner, parent_id=parent, script=script,
+            training_epoch=epochs, training_accuracy=accuracy, training_total=total,
+            training_errors=round(total * (1 - accuracy)), public=public,
+            revision=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            version_author=owner or "admin", version_source="kraken", version_created_at=created,
+            version_updated_at=updated, versions=versions,
+        )
+
     def _text(self, slot: _LineSlot, k: int) -> str:
         if slot.kind == "main" and slot.index < len(_SPECIAL_TEXTS):
             return _SPECIAL_TEXTS[slot.index]
@@ -489,3 +558,48 @@ _LINE_TYPE_OF = {
     "commentary": "Main",
     "marginalia": OTHER_LINE_TYPE,
 }
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value: bytes | str | int) -> bytes:
+    """One protobuf field: a varint for ints, length-delimited for bytes and text."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _mlmodel(rng: random.Random, name: str, job: int, epochs: int, accuracy: float) -> bytes:
+    """A small kraken model file: a CoreML ``Model`` protobuf with kraken's metadata (``kraken_meta``,
+    ``vgsl``) in ``description.metadata.userDefined`` and one layer of float weights (a few KB)."""
+    recognition = job == 2
+    spec = ("[1,120,0,1 Cr3,13,32 Do0.1,2 Mp2,2 S1(1x0)1,3 Lbx200 Do0.1,2 O1c97]" if recognition
+            else "[1,1800,0,3 Cr7,7,64,2,2 Gn32 Cr3,3,128,2,2 Lbx32 Cr1,1,3 Ssigmoid O2l3]")
+    meta = {
+        "accuracy": [[step * 480, round(accuracy - (epochs - step) * 0.01, 4)]
+                     for step in range(1, epochs + 1)],
+        "hyper_params": {"completed_epochs": epochs, "lrate": 0.0001 if recognition else 2e-05,
+                         "batch_size": 1, "quit": "early", "min_epochs": 5, "lag": 10},
+        "model_type": "recognition" if recognition else "segmentation",
+        "one_channel_mode": "L" if recognition else None,
+        "seg_type": "baselines",
+        "legacy_polygons": False,
+    }
+    user_defined = b"".join(
+        _field(100, _field(1, key) + _field(2, value))
+        for key, value in (("kraken_meta", json.dumps(meta)), ("vgsl", spec))
+    )
+    metadata = _field(1, f"{name} (kraken {'recognition' if recognition else 'segmentation'} model)")
+    metadata += _field(2, "5.2.9") + _field(3, "eScriptorium demo") + _field(4, "CC-BY-4.0") + user_defined
+    description = _field(1, _field(1, "input")) + _field(10, _field(1, "output")) + _field(100, metadata)
+    weights = struct.pack(f"<{768}f", *(rng.gauss(0.0, 0.05) for _ in range(768)))
+    layer = _field(1, "C_0") + _field(2, "input") + _field(3, "C_0_out") + _field(100, _field(1, weights))
+    return _field(1, 5) + _field(2, description) + _field(500, _field(1, layer))

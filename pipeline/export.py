@@ -10,6 +10,7 @@ whole group.
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -20,23 +21,26 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from pipeline import writers
+from pipeline import __version__, writers
 from pipeline.archive import ZipArchive
 from pipeline.errors import DocumentError, PipelineError, UsageError, leaves
 from pipeline.model import Document
 from pipeline.naming import output_name, slug
+from pipeline.ns import REPORT_NAME
+from pipeline.ocrmodel import OcrModel, provenance
 from pipeline.options import ExportOptions
 from pipeline.registry import Registry, new_export_id
 from pipeline.select import RegionFilter
 from pipeline.sinks import FolderSink, Sink, open_folder, open_sink
 from pipeline.sinks.threaded import ThreadedSink
 from pipeline.writers import FormatSpec, Gathering, WriteJob
+from pipeline.writers.models import check_files, choose, keeper, source_models, used_by, write_models
 
 if TYPE_CHECKING:
     from pipeline.sources import Source
 
 __all__ = ["DocumentError", "ExportOptions", "ExportResult", "document_folder", "export_bulk",
-           "export_document"]
+           "export_document", "export_models"]
 
 
 @dataclass(slots=True)
@@ -82,8 +86,12 @@ async def export_document(
     once the options have been checked, instead of ``target``.
     """
     spec = writers.get(options.format)
+    _check_models(spec, options)
     options = dataclasses.replace(options, layer=document.choose_layer(options.layer).name)
     flt = RegionFilter.parse(options.regions, document)
+    models = await source_models(source)
+    assert options.layer is not None
+    document = _with_provenance(document, options.layer, models)
     export_id = export_id or new_export_id()
     when = now or datetime.now()
     if sink_for is not None:  # an HTTP response: a byte stream, never a folder
@@ -94,10 +102,11 @@ async def export_document(
     else:
         sink = _open(spec, options, target, document.id, document.name, when, export_id)
     result = ExportResult(export_id, document, sink.location)
-    with _Recording(registry, result, document.id, document.name, spec, options, fingerprint):
+    with _Recording(registry, result, document.id, document.name, spec.name, options.layer, asdict(options),
+                    fingerprint):
         async with _publishing(sink, result):
             job = WriteJob(source, document, options, flt, scratch=scratch)
-            result.summary = await _write_alone(spec, job, sink)
+            result.summary = await _write_alone(spec, job, sink, _Models(source, models, [document], options))
             result.parts, result.report = job.parts, job.report
     return result
 
@@ -116,7 +125,45 @@ def _open(spec: FormatSpec, options: ExportOptions, target: str | Path | None, d
     return open_sink(target, name=name)
 
 
-async def _write_alone(spec: FormatSpec, job: WriteJob, sink: Sink | FolderSink) -> str | None:
+SOFTWARE = "pipeline"
+
+
+def _with_provenance(document: Document, layer: str, models: Sequence[OcrModel]) -> Document:
+    """The document saying who made what its export holds: this program and version, the layer,
+    and the models of that layer (every format writes it where its schema keeps provenance)."""
+    return dataclasses.replace(document, provenance=provenance(SOFTWARE, __version__, layer, models,
+                                                               document.id))
+
+
+def _check_models(spec: FormatSpec, options: ExportOptions) -> None:
+    if options.models != "none" and not spec.zipped:
+        raise UsageError(f"models = {options.models!r} adds model files to an archive; format "
+                         f"{spec.name!r} writes a single {spec.suffix} stream")
+
+
+@dataclass(slots=True)
+class _Models:
+    """The models an archive adds (``options.models``): none, those trained on or run on its
+    documents, or all; a missing file follows ``on_error``."""
+
+    source: Source
+    every: Sequence[OcrModel]
+    documents: Sequence[Document]
+    options: ExportOptions
+
+    async def write(self, archive: ZipArchive, report: list[dict[str, Any]]) -> None:
+        if self.options.models == "none" or not self.every:
+            return
+        chosen = list(self.every) if self.options.models == "all" else used_by(self.every, self.documents)
+        keeps = keeper(self.source)
+        missing = check_files(keeps, chosen, skip=self.options.on_error == "skip")
+        await write_models(archive, keeps, chosen, self.every, missing=missing)
+        report += missing
+
+
+async def _write_alone(
+    spec: FormatSpec, job: WriteJob, sink: Sink | FolderSink, models: _Models
+) -> str | None:
     """A one-document export: a zip of the writer's entries (or the folder they go in), or the
     writer's stream as it is. Returns what a gathering writer says it wrote."""
     if spec.zipped or isinstance(sink, FolderSink):
@@ -124,6 +171,7 @@ async def _write_alone(spec: FormatSpec, job: WriteJob, sink: Sink | FolderSink)
         with _stopping(archive.abort), _one_user_error(), _gathering(spec, archive):
             await spec.writer.write(job)
             summary = await spec.writer.finish(archive) if isinstance(spec.writer, Gathering) else None
+            await models.write(archive, job.report)
             await anyio.to_thread.run_sync(archive.close)
             return summary
     else:
@@ -169,13 +217,16 @@ async def export_bulk(
     then. Anything else (a bug, an output error) fails the archive as itself.
     """
     spec = writers.get(options.format)
+    _check_models(spec, options)
     filters = [RegionFilter.parse(options.regions, doc) for doc in documents]
     # each document reads its own default layer when none is named; fail before writing
     layers = [doc.choose_layer(options.layer).name for doc in documents]
+    models = await source_models(source)
+    documents = [_with_provenance(doc, layer, models) for doc, layer in zip(documents, layers, strict=True)]
     export_id = new_export_id()
     sink = _open(spec, options, target, 0, name, now or datetime.now(), export_id, zipped=True)
     result = ExportResult(export_id, None, sink.location)
-    with _Recording(registry, result, None, name, spec, options, fingerprint):
+    with _Recording(registry, result, None, name, spec.name, options.layer, asdict(options), fingerprint):
         async with _publishing(sink, result):
             archive = sink if isinstance(sink, FolderSink) else ZipArchive(sink)
             with _stopping(archive.abort), _gathering(spec, archive):
@@ -191,7 +242,46 @@ async def export_bulk(
                     result.report += job.report
                 if isinstance(spec.writer, Gathering):
                     result.summary = await spec.writer.finish(archive)
+                await _Models(source, models, documents, options).write(archive, result.report)
                 await anyio.to_thread.run_sync(archive.close)
+    return result
+
+
+async def export_models(
+    source: Source,
+    refs: Sequence[str | int],
+    target: str | Path | None = None,
+    *,
+    registry: Registry | None = None,
+    on_error: str = "fail",
+    now: datetime | None = None,
+) -> ExportResult:
+    """Export the models ``refs`` names (ids or exact names) into one zip: each file byte for byte
+    and its ``model.json``, recorded in ``registry`` as format ``models``. A missing file fails
+    the export naming model and path (nothing is published), or with ``on_error="skip"`` is left
+    out and reported (its ``model.json`` is kept)."""
+    keeps = keeper(source)
+    every = await keeps.models()
+    models = choose(every, refs)
+    export_id = new_export_id()
+    label = models[0].name if len(models) == 1 else f"{len(models)} models"
+    when = now or datetime.now()
+    file_name = f"export_models_{slug(label) or 'model'}_{when:%Y%m%d%H%M%S}_{export_id[-8:]}.zip"
+    sink = open_sink(target, name=file_name)
+    result = ExportResult(export_id, None, sink.location)
+    options = {"models": [m.id for m in models], "on_error": on_error}
+    name = "models: " + ", ".join(m.name for m in models)
+    with _Recording(registry, result, None, name, "models", None, options, None):
+        async with _publishing(sink, result):
+            missing = result.report = check_files(keeps, models, skip=on_error == "skip")
+            archive = ZipArchive(sink)
+            with _stopping(archive.abort):
+                await write_models(archive, keeps, models, every, missing=missing)
+                if missing:
+                    report = json.dumps(missing, indent=1, ensure_ascii=False).encode()
+                    archive.add(REPORT_NAME, report, "data", None)
+                await anyio.to_thread.run_sync(archive.close)
+            result.parts = len(models) - len(missing)
     return result
 
 
@@ -240,13 +330,13 @@ class _Recording:
 
     def __init__(
         self, registry: Registry | None, result: ExportResult, document_id: int | None, name: str,
-        spec: FormatSpec, options: ExportOptions, fingerprint: str | None,
+        format: str, layer: str | None, options: dict[str, Any], fingerprint: str | None,
     ) -> None:
         self.registry, self.result = registry, result
         if registry is not None:
             registry.start(
-                result.id, document_id=document_id, document_name=name, format=spec.name,
-                layer=options.layer, options=asdict(options), path=result.location, fingerprint=fingerprint,
+                result.id, document_id=document_id, document_name=name, format=format,
+                layer=layer, options=options, path=result.location, fingerprint=fingerprint,
             )
 
     def __enter__(self) -> None:

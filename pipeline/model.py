@@ -11,8 +11,12 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
+
+if TYPE_CHECKING:
+    from pipeline.ocrmodel import Provenance
 
 #: the layer of manual transcription, read when no layer is named
 MANUAL_LAYER = "manual"
@@ -157,6 +161,8 @@ class Document:
     tags: tuple[str, ...] = ()
     metadata: tuple[tuple[str, str], ...] = field(default=())
     part_count: int = 0
+    #: who made what an export of it holds (set by the export, once the layer is chosen)
+    provenance: Provenance | None = None
 
     def layer(self, name: str) -> Layer | None:
         """The non-archived layer called ``name``, if any."""

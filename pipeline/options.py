@@ -197,6 +197,9 @@ class ExportOptions:
         "iiif: an IIIF Image API server holding the images (identifier: the image file name)",
         metavar="URL"))
     lines: LineOptions = field(default=LineOptions(), metadata=option("lines format: the dataset"))
+    models: Literal["none", "used", "all"] = field(default="none", metadata=option(
+        "add OCR models to the archive: none (default), those trained on or run on its documents, or all",
+        metavar="none|used|all"))
 
     def __post_init__(self) -> None:
         if isinstance(self.regions, tuple | list):  # a job file's list: the CLI's comma form

@@ -75,6 +75,20 @@ def _copies(media: Path) -> tuple[_Copy, ...]:
 
     types = 'id, name, public, "default"'
     return (
+        _Copy(
+            "users_user",
+            "id, password, is_superuser, username, first_name, last_name, email, is_staff, is_active,"
+            " date_joined",
+            f"SELECT id, '!', 0, username, '', '', '', 0, 1, '{DEMO_TIME}' FROM users_user",
+            lambda r: (r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]), r[9]),
+            upsert=True,
+        ),
+        _Copy("auth_group", "id, name", "SELECT id, name FROM auth_group"),
+        _Copy(
+            "core_script",
+            "id, name, name_fr, iso_code, text_direction",
+            "SELECT id, name, name, '', 'horizontal-lr' FROM core_script",
+        ),
         _Copy("core_blocktype", types, "SELECT id, name, 1, 0 FROM core_blocktype", upsert=True),
         _Copy("core_linetype", types, "SELECT id, name, 1, 0 FROM core_linetype", upsert=True),
         _Copy(
@@ -191,6 +205,27 @@ def _copies(media: Path) -> tuple[_Copy, ...]:
             "SELECT id, taxonomy_id, part_id, coordinates, comments FROM core_imageannotation",
             lambda r: (*r[:3], _json_list(r[3]), _json_list(r[4])),
         ),
+        _Copy(
+            "core_ocrmodel",
+            "id, name, file, job, training, training_epoch, training_accuracy, training_errors,"
+            " training_total, file_size, public, owner_id, parent_id, script_id, revision, version_author,"
+            " version_source, version_created_at, version_updated_at, versions",
+            "SELECT id, name, file, job, training, training_epoch, training_accuracy, training_errors,"
+            " training_total, file_size, public, owner_id, parent_id, script_id, revision, version_author,"
+            " version_source, version_created_at, version_updated_at, versions FROM core_ocrmodel",
+            lambda r: (*r[:4], bool(r[4]), *r[5:10], bool(r[10]), *r[11:]),
+        ),
+        _Copy(
+            "core_ocrmodeldocument",
+            "id, created_at, trained_on, executed_on, document_id, ocr_model_id",
+            "SELECT id, created_at, trained_on, executed_on, document_id, ocr_model_id"
+            " FROM core_ocrmodeldocument",
+        ),
+        _Copy(
+            "core_ocrmodelright",
+            "id, created_at, group_id, user_id, ocr_model_id",
+            "SELECT id, created_at, group_id, user_id, ocr_model_id FROM core_ocrmodelright",
+        ),
     )
 
 
@@ -218,11 +253,13 @@ def copy_corpus(corpus: Path, conn: psycopg.Connection, media: Path) -> None:
         for copy in _copies(media):
             if copy.upsert:
                 marks = ", ".join(["%s"] * (copy.columns.count(",") + 1))
+                name = "username" if copy.table == "users_user" else "name"
                 with conn.cursor() as cur:
                     cur.executemany(
                         f"INSERT INTO {copy.table} ({copy.columns}) VALUES ({marks})"
-                        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
-                        [(r[0], r[1], bool(r[2]), bool(r[3])) for r in _rows(db, copy)],
+                        f" ON CONFLICT (id) DO UPDATE SET {name} = EXCLUDED.{name}",
+                        [row if copy.fix else (row[0], row[1], bool(row[2]), bool(row[3]))
+                         for row in _rows(db, copy)],
                     )
                 continue
             with conn.cursor() as cur, cur.copy(f"COPY {copy.table} ({copy.columns}) FROM STDIN") as out:

@@ -237,7 +237,7 @@ def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path: Path) -> None:
 def test_other_image_formats(tmp_path: Path, image_format: str) -> None:
     summary = build_demo(tmp_path / "c.sqlite", documents=1, parts=2, lines=3, image_size=(120, 160),
                          image_format=image_format)  # fmt: skip
-    files = sorted(summary.media_root.rglob("*.*"))
+    files = sorted((summary.media_root / "documents").rglob("*.*"))
     assert len(files) == 2 and summary.images == 2
     assert pyvips.Image.new_from_file(str(files[0])).get("vips-loader").startswith(image_format[:3])
 

@@ -2,6 +2,12 @@
 redesign (issue 13): the digests in ``data/demo_digests.json`` were recorded by running THIS file
 with ``--record`` in a checkout of main (the commit is named in the file).
 
+Re-recorded once, deliberately, when every XML export began to say who made it (issue 20:
+ALTO ``Processing``, PAGE ``MetadataItem`` of type ``processingStep``, METS ``metsHdr/agent``).
+Before recording, every entry of every archive was compared with main's: entry names, times and
+compression unchanged, and every XML entry that changed equal to main's once those three
+provenance elements are removed; text and exchange outputs unchanged (same digests).
+
 Everything goes through the command line only, so the same code runs on the old and the new
 layout. Entry times in the zips come from the data, so equal data and options give equal bytes.
 """

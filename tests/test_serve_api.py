@@ -364,3 +364,25 @@ async def test_an_export_the_server_did_not_finish_is_interrupted(
         page = await client.get("/files")
         assert "interrupted" in page.text
         assert (await client.delete(f"/api/exports/{export_id}")).status_code == 204
+
+
+async def test_serves_each_store(demo_store: Any, tmp_path: Path) -> None:
+    """The same pages and exports from the SQLite corpus and from eScriptorium's PostgreSQL (read
+    through ``open_source`` by URL, images under its MEDIA_ROOT); the registry is ours, apart."""
+    registry = tmp_path / "r.sqlite"
+    tokens = make_users(registry, "alice")
+    config = ServeConfig(corpus=demo_store.corpus, registry=registry, data=tmp_path / "data",
+                         media_root=str(demo_store.media_root) if demo_store.media_root else None)
+    async with app_client(config, tokens["alice"]) as client:
+        documents = (await client.get("/api/documents")).json()
+        assert len(documents) == 2 and documents[0]["parts"] == 4
+        detail = (await client.get(f"/api/documents/{documents[0]['id']}")).json()
+        thumb = await client.get(detail["part_list"][1]["thumbnail"])
+        assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"
+        done = await _export(client, document=documents[0]["id"], parts="2-3",
+                             options={"format": "page", "images": True})
+        assert done["status"] == "complete" and done["parts"] == 2, done
+        archive = await client.get(done["links"]["download"])
+        saved = tmp_path / done["name"]
+        saved.write_bytes(archive.content)
+    assert main(["verify", str(saved)]) == 0

@@ -71,9 +71,9 @@ def test_open_rejects_another_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite"
     Corpus.open(path, create=True).close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("UPDATE pipeline_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("UPDATE pipeline_meta SET value = '99' WHERE key = 'schema_version'")
         conn.commit()
-    _assert_rejected(path, "schema version 2")
+    _assert_rejected(path, "schema version 99")
 
 
 def test_open_missing_or_empty_file_needs_create(tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ def test_create_makes_a_corpus_with_media_root_next_to_it(tmp_path: Path) -> Non
         assert corpus.path == path
         assert corpus.media_root == (tmp_path / "new.media").resolve()
         meta = dict(corpus.connection.execute("SELECT key, value FROM pipeline_meta"))
-        assert meta == {"schema_version": "1", "media_root": "new.media"}
+        assert meta == {"schema_version": "2", "media_root": "new.media"}
         assert corpus.connection.execute("PRAGMA foreign_keys").fetchone() == (1,)
     with Corpus.open(path, create=True):  # an empty corpus may be reused
         pass

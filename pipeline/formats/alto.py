@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 
 from lxml import etree
 
 from pipeline import ns
-from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, alto_points, clean, conf, num
+from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, alto_points, clean, conf, num, timestamp
 from pipeline.model import Document, Line, Part, Polygon, Typology, bbox
+from pipeline.ocrmodel import Provenance
 from pipeline.select import PageLayout, RegionFilter, layout
 
 log = logging.getLogger("pipeline")
@@ -24,6 +26,12 @@ DUMMY_PAGE, DUMMY_BLOCK = ns.DUMMY_PAGE, ns.DUMMY_BLOCK
     "alto", "Description", "MeasurementUnit", "sourceImageInformation", "fileName", "fileIdentifier",
     "Tags", "OtherTag", "Layout", "Page", "PrintSpace", "TextBlock", "Shape", "Polygon", "TextLine",
     "String"))  # fmt: skip
+(PROCESSING, PROC_CATEGORY, PROC_TIME, PROC_DESCRIPTION, PROC_SETTINGS, PROC_SOFTWARE, SOFTWARE_NAME,
+ SOFTWARE_VERSION) = (f"{{{ALTO_NS}}}{name}" for name in (
+    "Processing", "processingCategory", "processingDateTime", "processingStepDescription",
+    "processingStepSettings", "processingSoftware", "softwareName", "softwareVersion"))  # fmt: skip
+#: IDs of the Processing elements (``eSc_processing_1``...), reserved in the file's ID space
+PROCESSING_ID = "eSc_processing_"
 
 #: OtherTag ID prefix and DESCRIPTION word, block types first (spec 3.1)
 _TAG_KINDS = (("BT", "block"), ("LT", "line"))
@@ -32,11 +40,12 @@ _TAG_KINDS = (("BT", "block"), ("LT", "line"))
 def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]:
     """Stream one page as ALTO, yielding UTF-8 chunks after the header and after each block."""
     lay = layout(part, flt)
-    ids = Ids((DUMMY_PAGE, DUMMY_BLOCK))
+    steps = _processing_steps(document.provenance)
+    ids = Ids((DUMMY_PAGE, DUMMY_BLOCK, *(step[0] for step in steps)))
     out = Chunks(DECLARATION)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(ALTO, _ROOT_ATTRS, nsmap=_NSMAP):
         xf.write("\n")
-        _description(xf, part)
+        _description(xf, part, steps)
         _tags(xf, document, lay)
         width, height = str(part.width), str(part.height)
         page = {"WIDTH": width, "HEIGHT": height, "PHYSICAL_IMG_NR": str(part.order), "ID": DUMMY_PAGE}
@@ -58,7 +67,7 @@ def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]
     yield out.take()
 
 
-def _description(xf: etree._IncrementalFileWriter, part: Part) -> None:
+def _description(xf: etree._IncrementalFileWriter, part: Part, steps: list[_Step]) -> None:
     with xf.element(DESCRIPTION):
         with xf.element(UNIT):
             xf.write("pixel")
@@ -68,7 +77,44 @@ def _description(xf: etree._IncrementalFileWriter, part: Part) -> None:
             if part.source:
                 with xf.element(FILE_ID):
                     xf.write(clean(part.source, "part", part.id))
+        for step_id, category, when, description, settings, software in steps:
+            xf.write("\n")
+            with xf.element(PROCESSING, {"ID": step_id}):
+                _text(xf, PROC_CATEGORY, category)
+                if when is not None:
+                    _text(xf, PROC_TIME, timestamp(when))
+                _text(xf, PROC_DESCRIPTION, clean(description, "provenance", step_id))
+                if settings:
+                    _text(xf, PROC_SETTINGS, clean(settings, "provenance", step_id))
+                with xf.element(PROC_SOFTWARE):
+                    for tag, value in zip((SOFTWARE_NAME, SOFTWARE_VERSION), software, strict=True):
+                        if value:
+                            _text(xf, tag, value)
     xf.write("\n")
+
+
+#: (ID, processingCategory, processingDateTime, description, settings, (software, version))
+_Step = tuple[str, str, datetime | None, str, str, tuple[str, str | None]]
+
+
+def _processing_steps(prov: Provenance | None) -> list[_Step]:
+    """ALTO ``Processing`` per step of the provenance: each model's work (content generation, at
+    the time the data records), then this export (no time: the clock would change the bytes)."""
+    if prov is None:
+        return []
+    steps: list[_Step] = []
+    for n, step in enumerate(prov.steps, 1):
+        what = step.job if step.job != "recognition" else f"recognition: layer {prov.layer}"
+        steps.append((f"{PROCESSING_ID}{n}", "contentGeneration", step.executed_on, what, step.summary,
+                      ("kraken", None)))
+    steps.append((f"{PROCESSING_ID}{len(steps) + 1}", "other", None,
+                  f"export of transcription layer {prov.layer}", "", (prov.software, prov.version)))
+    return steps
+
+
+def _text(xf: etree._IncrementalFileWriter, tag: str, text: str) -> None:
+    with xf.element(tag):
+        xf.write(text)
 
 
 def _tags(xf: etree._IncrementalFileWriter, document: Document, lay: PageLayout) -> None:

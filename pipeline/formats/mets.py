@@ -9,13 +9,15 @@ from lxml import etree
 
 from pipeline import ns
 from pipeline.formats.xmlutil import DECLARATION, Chunks, clean
+from pipeline.ocrmodel import Provenance
 
 METS_NS = ns.METS
 _NSMAP = {None: METS_NS, "xlink": ns.XLINK}
 _HREF = f"{{{ns.XLINK}}}href"
-METS, FILE_SEC, FILE_GRP, FILE, FLOCAT, STRUCT_MAP, DIV, FPTR = (
+METS, FILE_SEC, FILE_GRP, FILE, FLOCAT, STRUCT_MAP, DIV, FPTR, METS_HDR, AGENT, NAME, NOTE = (
     f"{{{METS_NS}}}{name}"
-    for name in ("mets", "fileSec", "fileGrp", "file", "FLocat", "structMap", "div", "fptr")
+    for name in ("mets", "fileSec", "fileGrp", "file", "FLocat", "structMap", "div", "fptr", "metsHdr",
+                 "agent", "name", "note")
 )
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 
@@ -27,7 +29,9 @@ _GROUPS = (("image", "image", 0), ("export", "export", 1))
 FLUSH_EVERY = 1 << 16
 
 
-def render(pages: Iterable[tuple[str | None, str | None]]) -> Iterator[bytes]:
+def render(
+    pages: Iterable[tuple[str | None, str | None]], provenance: Provenance | None = None
+) -> Iterator[bytes]:
     """METS for ``(image entry, xml entry)`` per exported part, in order; None = absent.
 
     Page *n* (1-based) gets ``image<n>``/``export<n>``, so a part that failed still uses its index.
@@ -40,6 +44,8 @@ def render(pages: Iterable[tuple[str | None, str | None]]) -> Iterator[bytes]:
     out = Chunks(DECLARATION)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(METS, nsmap=_NSMAP):
         xf.write("\n")
+        if provenance is not None:
+            _header(xf, provenance)
         groups = [g for g in _GROUPS if any(names[g[2]] for names in pages)]
         if groups:
             with xf.element(FILE_SEC):
@@ -67,6 +73,33 @@ def render(pages: Iterable[tuple[str | None, str | None]]) -> Iterator[bytes]:
                     yield out.take()
         xf.write("\n")
     yield out.take()
+
+
+def _header(xf: etree._IncrementalFileWriter, prov: Provenance) -> None:
+    """``metsHdr``: this program as the creating agent (with the layer it exported), then each
+    model whose work the files hold; no CREATEDATE (the clock would change the bytes)."""
+    software = {"TYPE": "OTHER", "OTHERTYPE": "SOFTWARE"}
+    with xf.element(METS_HDR):
+        xf.write("\n")
+        with xf.element(AGENT, {"ROLE": "CREATOR", **software}):
+            _text(xf, NAME, prov.producer)
+            _text(xf, NOTE, clean(f"transcription layer: {prov.layer}", "layer", prov.layer))
+        xf.write("\n")
+        for step in prov.steps:
+            with xf.element(AGENT, {"ROLE": "OTHER", "OTHERROLE": step.job.upper(), **software}):
+                _text(xf, NAME, clean(f"kraken model {step.name}", "model", step.model_id))
+                _text(xf, NOTE, clean(step.summary, "model", step.model_id))
+                if step.executed_on is not None:
+                    _text(xf, NOTE, f"run on the document at {step.executed_on.isoformat()}")
+                if step.job == "recognition":
+                    _text(xf, NOTE, clean(f"made transcription layer: {prov.layer}", "layer", prov.layer))
+            xf.write("\n")
+    xf.write("\n")
+
+
+def _text(xf: etree._IncrementalFileWriter, tag: str, text: str) -> None:
+    with xf.element(tag):
+        xf.write(text)
 
 
 def _file(xf: etree._IncrementalFileWriter, file_id: str, name: str) -> None:

@@ -19,6 +19,7 @@ from pipeline.formats.xmlutil import (
     timestamp,
 )
 from pipeline.model import Document, Line, Part, Typology, bbox
+from pipeline.ocrmodel import Provenance
 from pipeline.select import RegionFilter, layout
 
 log = logging.getLogger("pipeline")
@@ -29,9 +30,9 @@ _ROOT_ATTRS = {f"{{{ns.XSI}}}schemaLocation": f"{PAGE_NS} {PAGE_NS}/pagecontent.
 DUMMY_BLOCK = ns.DUMMY_BLOCK
 
 (PCGTS, METADATA, CREATOR, CREATED, LAST_CHANGE, PAGE, TEXT_REGION, COORDS, TEXT_LINE, BASELINE,
- TEXT_EQUIV, UNICODE) = (f"{{{PAGE_NS}}}{name}" for name in (
+ TEXT_EQUIV, UNICODE, METADATA_ITEM, LABELS, LABEL) = (f"{{{PAGE_NS}}}{name}" for name in (
     "PcGts", "Metadata", "Creator", "Created", "LastChange", "Page", "TextRegion", "Coords", "TextLine",
-    "Baseline", "TextEquiv", "Unicode"))  # fmt: skip
+    "Baseline", "TextEquiv", "Unicode", "MetadataItem", "Labels", "Label"))  # fmt: skip
 
 _CUSTOM_SPECIALS = frozenset(";{}")
 #: ``custom`` attribute values by (``"block"`` or ``"line"``, type id)
@@ -50,7 +51,7 @@ def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]
     out = Chunks(DECLARATION_STANDALONE)
     with etree.xmlfile(out, encoding="UTF-8") as xf, xf.element(PCGTS, _ROOT_ATTRS, nsmap=_NSMAP):
         xf.write("\n")
-        _metadata(xf, part)
+        _metadata(xf, part, document.provenance)
         page = {
             "imageFilename": clean(part.image_filename, "part", part.id),
             "imageWidth": str(part.width),
@@ -75,8 +76,9 @@ def render(part: Part, document: Document, flt: RegionFilter) -> Iterator[bytes]
     yield out.take()
 
 
-def _metadata(xf: etree._IncrementalFileWriter, part: Part) -> None:
-    """Creator and the part's own timestamps, never the clock (deterministic output)."""
+def _metadata(xf: etree._IncrementalFileWriter, part: Part, prov: Provenance | None = None) -> None:
+    """Creator and the part's own timestamps, never the clock (deterministic output), then one
+    ``MetadataItem`` of type ``processingStep`` per step of the provenance."""
     created = part.created_at or part.updated_at
     attrs = {"externalRef": clean(part.source, "part", part.id)} if part.source else {}
     with xf.element(METADATA, attrs):
@@ -87,7 +89,37 @@ def _metadata(xf: etree._IncrementalFileWriter, part: Part) -> None:
         ):
             with xf.element(tag):
                 xf.write(text)
+        if prov is not None:
+            _processing_steps(xf, prov)
     xf.write("\n")
+
+
+def _processing_steps(xf: etree._IncrementalFileWriter, prov: Provenance) -> None:
+    """Each model's work (dated as the data records it), then this export (undated: the clock
+    would change the bytes); the details as labels."""
+    for step in prov.steps:
+        value = clean(f"kraken {step.name}", "model", step.model_id)
+        attrs = {"type": "processingStep", "name": step.job, "value": value}
+        if step.executed_on is not None:
+            attrs["date"] = timestamp(step.executed_on)
+        labels = [("model", step.name), ("model-id", str(step.model_id)), ("revision", step.revision),
+                  ("accuracy", f"{step.accuracy:.4f}"), ("epochs", str(step.epochs))]
+        if step.parent:
+            labels.append(("parent", step.parent))
+        if step.job == "recognition":
+            labels.append(("layer", prov.layer))
+        _item(xf, attrs, labels, step.model_id)
+    attrs = {"type": "processingStep", "name": "export", "value": prov.producer}
+    labels = [("software", prov.software), ("version", prov.version), ("layer", prov.layer)]
+    _item(xf, attrs, labels, "export")
+
+
+def _item(xf: etree._IncrementalFileWriter, attrs: dict[str, str], labels: list[tuple[str, str]],
+          owner: object) -> None:
+    with xf.element(METADATA_ITEM, attrs), xf.element(LABELS):
+        for kind, value in labels:
+            with xf.element(LABEL, {"type": kind, "value": clean(value, "provenance", owner)}):
+                pass
 
 
 def _custom(kind: str, typology: Typology, cache: _Customs) -> str:

@@ -122,13 +122,32 @@ def begin(document: Document, app: Application, part: Part | None = None) -> byt
                             xf.write(clean(part.source, "part", part.id))
         xf.write("\n")
         application = {"ident": app.ident, "version": app.version}
-        with xf.element("encodingDesc"), xf.element("appInfo"), xf.element("application", application):
-            with xf.element("label"):
-                xf.write(app.ident)
-            with xf.element("desc", {"type": "layer"}):
-                xf.write(clean(app.layer, "layer", app.layer))
+        with xf.element("encodingDesc"), xf.element("appInfo"):
+            with xf.element("application", application):
+                with xf.element("label"):
+                    xf.write(app.ident)
+                with xf.element("desc", {"type": "layer"}):
+                    xf.write(clean(app.layer, "layer", app.layer))
+            _model_applications(xf, document)
         xf.write("\n")
     return out.take() + b"\n"
+
+
+def _model_applications(xf: etree._IncrementalFileWriter, document: Document) -> None:
+    """An ``application`` per model whose work the file holds (see ``Provenance``): ident
+    ``eScriptorium-model-<id>``, version = its training epochs (eScriptorium versions a model per
+    epoch), type = its job, ``when`` = the run the data records (never the clock)."""
+    prov = document.provenance
+    for step in prov.steps if prov is not None else ():
+        attrs = {"ident": f"eScriptorium-model-{step.model_id}", "version": str(step.epochs),
+                 "type": step.job, "subtype": "kraken-model"}
+        if step.executed_on is not None:
+            attrs["when"] = step.executed_on.isoformat()
+        with xf.element("application", attrs):
+            with xf.element("label"):
+                xf.write(clean(step.name, "model", step.model_id))
+            with xf.element("desc"):
+                xf.write(clean(step.summary, "model", step.model_id))
 
 
 #: before the first surface (a facsimile needs one: a document without pages has none)

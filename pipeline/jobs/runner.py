@@ -1,8 +1,10 @@
 """Plan and run a job: select documents, fingerprint them, export what changed, prune, report.
 
-The plan reads every selected document's parts once (the same lazy iteration an export uses) to
-fingerprint them, so an unchanged document is skipped by content, not by timestamps, and a job
-killed midway resumes where it stopped: what completed has a matching fingerprint in the registry.
+A document's fingerprint is its source's change marker (``Source.change_marker``: aggregates of
+its rows, a zip's directory, file sizes and times) with the document itself and the output's
+options, so an unchanged document is skipped without reading its parts, and a job killed midway
+resumes where it stopped: what completed has a matching fingerprint in the registry. Parts are
+read in planning only by ``--dry-run``, for the size estimates of the archives it would write.
 """
 
 from __future__ import annotations
@@ -47,9 +49,8 @@ ESTIMATE = {True: (220, 2_000), False: (60, 0)}
 
 @dataclass(frozen=True, slots=True)
 class Scan:
-    """One document read in one layer: its data digest and what the estimate needs."""
+    """One document read in one layer: what the size estimate needs."""
 
-    digest: str
     parts: int
     lines: int
     image_bytes: int
@@ -64,7 +65,8 @@ class Task:
     documents: tuple[Document, ...]
     fingerprint: str
     parts: int
-    estimate: int
+    #: bytes the archive will roughly take; None until estimated (``plan_job(estimate=True)``)
+    estimate: int | None = None
     previous: ExportRecord | None = None
 
     @property
@@ -102,10 +104,11 @@ class JobReport:
 
     @property
     def exit_code(self) -> int:
-        """1 if an archive failed, an image was left out (``on_error = "skip"``) or an old archive
-        could not be pruned, else 0."""
+        """1 if an archive failed, an image or a model file was left out (``on_error = "skip"``) or
+        an old archive could not be pruned, else 0."""
         failed = self.failed or self.prune_failed
-        return 1 if failed or any(e.get("skipped_images") for e in self.exported) else 0
+        skipped = any(e.get("skipped_images") or e.get("skipped_models") for e in self.exported)
+        return 1 if failed or skipped else 0
 
 
 # --- planning -----------------------------------------------------------------------------
@@ -136,34 +139,32 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
         raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
 
 
-async def _scan(corpus: Source, document: Document, layer: str) -> Scan:
-    """Digest of everything an export reads: the document, each part (geometry, texts, types...)
-    and what identifies each image's bytes (never a temporary path or time, never the bytes)."""
-    sha = hashlib.sha256(repr(dataclasses.replace(document, part_count=0)).encode())
+async def _digest(source: Source, document: Document, layer: str) -> str:
+    """What an export of the document in ``layer`` depends on in the source: the document (its
+    types, layers, tags, metadata...) and the source's change marker of its parts; no part is read."""
+    marker = await source.change_marker(document, layer)
+    text = f"{dataclasses.replace(document, part_count=0)!r}|{layer}|{marker}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _scan(source: Source, document: Document, layer: str) -> Scan:
+    """Read the document's parts for the size estimate (``--dry-run`` only): lines, image sizes."""
     parts = lines = image_bytes = 0
-    async for part in corpus.parts(document, layer):
-        sha.update(repr(part).encode())
-        stamp, size = _image_stamp(corpus, part) or ("", 0)
-        sha.update(f"|{stamp}".encode())
+    async for part in source.parts(document, layer):
         parts, lines = parts + 1, lines + len(part.lines)
-        image_bytes += size
-    return Scan(sha.hexdigest(), parts, lines, image_bytes)
+        image_bytes += _image_size(source, part)
+    return Scan(parts, lines, image_bytes)
 
 
-def _image_stamp(source: Source, part: Part) -> tuple[str, int] | None:
-    """The source's stamp of the part's image (a zip member's CRC and size), else the file's size
-    and mtime."""
+def _image_size(source: Source, part: Part) -> int:
+    """The size of the part's image: a zip member's from the zip's directory, else the file's."""
     if isinstance(source, StampsImages):
-        return source.image_stamp(part)
-    stat = _stat(part.image_path)
-    return (f"{stat.st_size}|{stat.st_mtime_ns}", stat.st_size) if stat else None
-
-
-def _stat(path: str | None) -> os.stat_result | None:
+        stamp = source.image_stamp(part)
+        return stamp[1] if stamp else 0
     try:
-        return os.stat(path) if path else None
+        return os.stat(part.image_path).st_size if part.image_path else 0
     except OSError:
-        return None
+        return 0
 
 
 def _fingerprint(options: ExportOptions, digests: Sequence[str]) -> str:
@@ -212,8 +213,12 @@ def open_input(config: JobConfig, *, images: bool = True) -> Iterator[Source]:
         yield source
 
 
-async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = None) -> Plan:
-    """Select, check and fingerprint; mark the tasks whose archive is already up to date.
+async def plan_job(
+    config: JobConfig, source: Path, *, now: datetime | None = None, estimate: bool = False
+) -> Plan:
+    """Select, check and fingerprint (from change markers: no part is read); mark the tasks whose
+    archive is already up to date. ``estimate`` (``--dry-run``) reads the parts of the documents
+    still to export, for the size of their archives.
 
     Writes nothing: without a registry file yet, nothing can be up to date."""
     with open_input(config, images=False) as corpus:
@@ -223,23 +228,31 @@ async def plan_job(config: JobConfig, source: Path, *, now: datetime | None = No
         _check(config, documents, source)
         layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name
                   for doc in documents for o in config.outputs}
-        scans = {(doc_id, layer): await _scan(corpus, doc, layer)
-                 for doc in documents for (doc_id, _), layer in layers.items() if doc_id == doc.id}
-    tasks: list[Task] = []
-    bulk = config.archive.mode == "bulk"
-    for n, output in enumerate(config.outputs):
-        options = output
-        groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
-        for group in groups:
-            if not bulk:  # the layer actually read, so the fingerprint and the registry name it
-                options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
-            group_scans = [scans[doc.id, layers[doc.id, output.layer]] for doc in group]
-            fp = _fingerprint(options, [s.digest for s in group_scans])
-            task = Task(n, options, group, fp, sum(s.parts for s in group_scans),
-                        sum(_estimate(options, s) for s in group_scans))
-            if config.select.changed_only and registry is not None:
-                task.previous = _unchanged(registry, fp, config.archive)
-            tasks.append(task)
+        by_id = {doc.id: doc for doc in documents}
+        digests = {(doc_id, layer): await _digest(corpus, by_id[doc_id], layer)
+                   for (doc_id, _), layer in layers.items()}
+        tasks: list[Task] = []
+        bulk = config.archive.mode == "bulk"
+        for n, output in enumerate(config.outputs):
+            options = output
+            groups = [tuple(documents)] if bulk and documents else [(doc,) for doc in documents]
+            for group in groups:
+                if not bulk:  # the layer actually read, so the fingerprint and the registry name it
+                    options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
+                read = [(doc, layers[doc.id, output.layer]) for doc in group]
+                fp = _fingerprint(options, [digests[doc.id, layer] for doc, layer in read])
+                task = Task(n, options, group, fp, sum(doc.part_count for doc in group))
+                if config.select.changed_only and registry is not None:
+                    task.previous = _unchanged(registry, fp, config.archive)
+                tasks.append(task)
+        if estimate:
+            scans: dict[tuple[int, str], Scan] = {}
+            for task in (t for t in tasks if t.previous is None):
+                keys = [(doc.id, layers[doc.id, config.outputs[task.output].layer]) for doc in task.documents]
+                for key in keys:
+                    if key not in scans:
+                        scans[key] = await _scan(corpus, by_id[key[0]], key[1])
+                task.estimate = sum(_estimate(task.options, scans[key]) for key in keys)
     return Plan(config, documents, tasks, now or datetime.now(), registry_path)
 
 
@@ -255,10 +268,10 @@ def describe_plan(plan: Plan) -> Iterator[str]:
         yield f"  outputs[{n}]: {json.dumps(dataclasses.asdict(output), default=str)}"
     for task in plan.tasks:
         state = f"unchanged since export {task.previous.id}" if task.previous else \
-            f"export, ~{human_size(task.estimate)}"
+            f"export, ~{human_size(task.estimate or 0)}"
         yield f"  {task.label}: {task.parts} parts, {state}"
     todo = plan.todo
-    total = human_size(sum(t.estimate for t in todo))
+    total = human_size(sum(t.estimate or 0 for t in todo))
     yield f"{len(todo)} archives to write (~{total}), {len(plan.tasks) - len(todo)} unchanged"
 
 
@@ -302,8 +315,15 @@ def _entry(task: Task, result: ExportResult | None = None, **extra: Any) -> dict
     if result is not None:
         item |= {"export_id": result.id, "path": result.location, "size": result.size,
                  "sha256": result.sha256, "etag": result.etag, "parts": result.parts,
-                 "skipped_images": result.report}
+                 **_skipped(result.report)}
     return item | extra
+
+
+def _skipped(report: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """An export's report as the job reports it: images left out, and model files (if any)."""
+    models = [r for r in report if "model" in r]
+    return {"skipped_images": [r for r in report if "model" not in r]} | (
+        {"skipped_models": models} if models else {})
 
 
 async def _export(plan: Plan, task: Task, source: Source, registry: Registry) -> ExportResult:
@@ -477,8 +497,7 @@ async def _run_documents(
                               etag=outcome.etag)
             report.exported.append(_entry(task, export_id=export_id, path=outcome.location,
                                           size=outcome.size, sha256=outcome.sha256, etag=outcome.etag,
-                                          parts=outcome.parts,
-                                          skipped_images=outcome.skipped_images,
+                                          parts=outcome.parts, **_skipped(outcome.skipped_images),
                                           duration_s=round(time.monotonic() - clock[work.key], 3)))
             _prune(plan, task, registry, report)
         else:

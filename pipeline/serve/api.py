@@ -22,7 +22,7 @@ from pipeline.errors import UsageError
 from pipeline.model import Document, Part
 from pipeline.options import STRICT, ExportOptions, parse_pages
 from pipeline.serve import auth
-from pipeline.serve.service import Conflict, NotFound, field_names, options_from_fields
+from pipeline.serve.service import NotFound, field_names, options_from_fields
 
 #: query fields of an on-the-fly export that are not options
 PAGES = "parts"
@@ -201,10 +201,7 @@ async def download(request: Request) -> Response:
             raise NotFound(f"no export {export_id}")
     else:
         owned = svc.find(auth.user(request), export_id)
-    try:
-        path, record = svc.file(owned)
-    except Conflict:
-        raise
+    path, record = svc.file(owned)  # Conflict (409) until complete, NotFound once its file is gone
     return _Download(path, filename=path.name, media_type=_media(path.name), headers={
         "ETag": f'"{record.sha256}"', "Cache-Control": "private, no-cache",
         "Digest": f"sha-256={record.sha256}"})

@@ -61,6 +61,13 @@ class Source(Protocol):
         document's default layer)."""
         ...
 
+    async def change_marker(self, document: Document, layer: str | None = None) -> str:
+        """Cheap evidence of the document's state in ``layer`` (None: its default layer), for
+        incremental runs: it changes whenever the parts an export reads could, and is found without
+        reading them (aggregates of the rows, a zip's directory, file sizes and times). Stable
+        across processes: no temporary path, no time of reading."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Source: ...
@@ -71,7 +78,7 @@ class Source(Protocol):
 @runtime_checkable
 class StampsImages(Protocol):
     """A source whose images are not files of their own (zip members): what identifies a part's
-    image bytes and their size, for fingerprints, without a temporary path or time."""
+    image bytes and their size (``--dry-run`` estimates) without a temporary path or extracting."""
 
     def image_stamp(self, part: Part) -> tuple[str, int] | None: ...
 

@@ -11,6 +11,7 @@ types for the ``Document``, then parts are parsed one at a time as the export pu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -209,6 +210,15 @@ class Bundle:
             return None
         return f"{member}|{stat.st_size}|{stat.st_mtime_ns}", stat.st_size
 
+    def marker(self) -> str:
+        """What changes whenever a member is added, removed, renamed or rewritten: every member's
+        :meth:`stamp`, from the zip's directory or the file system (no member is read)."""
+        digest = hashlib.sha256(f"{self.kind}|{len(self._members)}".encode())
+        for member in sorted(self._members):
+            stamp = self.stamp(member)
+            digest.update(f"\n{stamp[0] if stamp else member + '|gone'}".encode())
+        return digest.hexdigest()
+
     def image_size(self, member: str) -> tuple[int, int]:
         """An image member's width and height from its header, without extracting it."""
         path = self._store.local_path(member)
@@ -384,6 +394,12 @@ class XmlSource:
         """What identifies the part's image bytes (zip CRC/size, file size/mtime) and its size, read
         from the zip's directory or the file system only: planning reads no image."""
         return self.bundle.stamp(part.image)
+
+    async def change_marker(self, document: Document, layer: str | None = None) -> str:
+        """Every member's name with its CRC-32 and size (zip) or size and modification time (folder),
+        and the layer name: an edited page, a replaced image, a page added or removed changes it."""
+        stamp = await anyio.to_thread.run_sync(self.bundle.marker)
+        return f"{self.layer}|{stamp}"
 
     def _part(self, page: PageFile, document: Document) -> Part:
         data = self.bundle.read(page)

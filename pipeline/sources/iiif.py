@@ -14,6 +14,7 @@ imported, unlike ALTO/PAGE files, which are read one page at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -147,6 +148,23 @@ class ManifestBundle:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self._folder / member, target)
         return target
+
+    def marker(self) -> str:
+        """What changes whenever the manifest or an image beside it does: the zip's directory
+        (names, CRC-32s, sizes), or the names, sizes and modification times of the folder's files
+        (or of the manifest file alone); nothing is read."""
+        digest = hashlib.sha256(b"iiif")
+        if self._zip is not None:
+            for name in sorted(self._zip.members()):
+                info = self._zip.info(name)
+                digest.update(f"\n{name}|{info.CRC:08x}|{info.file_size}".encode())
+            return digest.hexdigest()
+        files = [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
+        for file in files:
+            stat = file.stat()
+            digest.update(f"\n{file.name if file == self.path else file.relative_to(self.path)}|"
+                          f"{stat.st_size}|{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()
 
     def close(self) -> None:
         if self._zip is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -34,7 +35,9 @@ from psycopg.types.string import TextLoader
 from pipeline.errors import CorpusError, UsageError
 from pipeline.imagesizes import ImageSizeCache
 from pipeline.model import Document, Layer, Part, Selection
+from pipeline.ocrmodel import OcrModel, build_models, file_under
 from pipeline.registry import default_registry
+from pipeline.store import models as model_sql
 from pipeline.store import rows, sql
 from pipeline.store.dialect import POSTGRES
 from pipeline.store.rows import Row
@@ -304,13 +307,31 @@ class PostgresSource:
         return tuple(ids[p - 1] for p in sorted(wanted))
 
     async def change_marker(self, document: Document, layer: str | None = None) -> str:
-        """Cheap evidence of change: the document's and its parts' last edits, part count, layer edit."""
+        """Cheap evidence of change: one statement of aggregates over the rows an export reads (see
+        ``sql.CHANGE_MARKER``), and the size and modification time of each part's image file."""
         chosen = document.layer(layer) if layer is not None else document.choose_layer()
+        params = {"doc": document.id, "layer": chosen.id if chosen else None}
         async with self._connect(f"reading document {document.id}") as conn, conn.transaction():
-            rows = await self._all(
-                conn, sql.CHANGE_MARKER, {"doc": document.id, "layer": chosen.id if chosen else None}
-            )
-        return json.dumps(rows[0] if rows else None, default=str)
+            rows = await self._all(conn, sql.CHANGE_MARKER, params)
+            images = [r[0] for r in await self._all(conn, sql.PART_IMAGES, params)]
+        root = str(self.media_root) if self.media_root is not None else None
+        files = await anyio.to_thread.run_sync(_file_stamps, root, images)
+        text = json.dumps([rows[0] if rows else None, files], default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def models(self) -> list[OcrModel]:
+        """Every OCR model (``core_ocrmodel``) by id, with the documents it was trained or run on:
+        the same three statements as the SQLite corpus, in one snapshot."""
+        async with self._connect("reading models") as conn, conn.transaction():
+            results = [await (await conn.execute(q)).fetchall() for q in model_sql.STATEMENTS]  # type: ignore[arg-type]
+        return build_models(*results)
+
+    def model_path(self, model: OcrModel) -> Path | None:
+        """Where the model's file is under MEDIA_ROOT (never outside it), None without one."""
+        found = file_under(self.media_root, model.file)
+        return Path(found) if found is not None else None
 
     # -- parts -------------------------------------------------------------------------------
 
@@ -398,6 +419,19 @@ def _state(value: str | int) -> int:
         raise UsageError(
             f"unknown workflow state {value!r}; choose from {', '.join(WORKFLOW_STATES)}"
         ) from None
+
+
+def _file_stamps(media_root: str | None, images: Sequence[str | None]) -> str:
+    """A digest of each image file's size and modification time (a stat, the file is not opened)."""
+    digest = hashlib.sha256()
+    for image in images:
+        path = _under(media_root, image)
+        try:
+            stat = os.stat(path) if path is not None else None
+        except (OSError, ValueError):
+            stat = None
+        digest.update(f"{image}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}\n".encode())
+    return digest.hexdigest()
 
 
 def _under(media_root: str | None, image: str | None) -> str | None:

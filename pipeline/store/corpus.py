@@ -9,6 +9,7 @@ event loop never blocks on SQLite.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -20,13 +21,16 @@ from typing import TypeVar
 import anyio.to_thread
 
 from pipeline.errors import CorpusError, UsageError
-from pipeline.model import Document, Part, Selection
-from pipeline.store import reader
+from pipeline.model import Document, Layer, Part, Selection
+from pipeline.ocrmodel import OcrModel, file_under
+from pipeline.store import marker, models, reader
 from pipeline.store.dialect import SQLITE, Db
-from pipeline.store.schema import DDL, SCHEMA_VERSION, SQLITE_MAGIC
+from pipeline.store.schema import DDL, MIGRATIONS, MODEL_DDL, SCHEMA_VERSION, SQLITE_MAGIC
 from pipeline.store.writer import CorpusWriter
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: documents listed per statement when iterating the whole corpus
 DOCUMENT_PAGE = 64
@@ -44,8 +48,11 @@ def _read_only_uri(path: Path) -> str:
     return f"{path.absolute().as_uri()}?mode=ro"
 
 
-def _inspect(path: Path) -> int:
-    """Check an existing non-empty file without writing to it; returns its number of documents.
+def _inspect(path: Path) -> tuple[int, int]:
+    """Check an existing non-empty file without writing to it; returns (documents, schema version).
+
+    An older version that ``MIGRATIONS`` can upgrade is accepted (see :func:`_migrate`); a newer
+    one is refused: this program would not know what its tables mean.
 
     The one write it may cause: a process killed while writing the file (an export recording
     itself in the registry) leaves a hot journal that a read-only connection cannot roll back,
@@ -67,13 +74,46 @@ def _inspect(path: Path) -> int:
             row = conn.execute("SELECT value FROM pipeline_meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 raise CorpusError(f"{path}: not a corpus (pipeline_meta has no schema_version)")
-            if row[0] != str(SCHEMA_VERSION):
+            version = int(row[0]) if str(row[0]).isdigit() else -1
+            if version != SCHEMA_VERSION and version not in MIGRATIONS:
+                newer = " (written by a newer pipeline)" if version > SCHEMA_VERSION else ""
                 raise CorpusError(
-                    f"{path}: corpus schema version {row[0]}, this program reads version {SCHEMA_VERSION}"
+                    f"{path}: corpus schema version {row[0]}{newer}, this program reads version "
+                    f"{SCHEMA_VERSION} and upgrades versions {', '.join(map(str, sorted(MIGRATIONS)))}"
                 )
-            return conn.execute("SELECT COUNT(*) FROM core_document").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM core_document").fetchone()[0], version
     except sqlite3.DatabaseError as exc:
         raise CorpusError(f"{path}: unreadable corpus file ({exc})") from exc
+
+
+def _migrate(path: Path, version: int) -> None:
+    """Upgrade an older corpus to :data:`SCHEMA_VERSION` in one transaction (all steps or none).
+    Migrations only add tables, so what older programs wrote stays as it was."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (current,) = conn.execute(
+                    "SELECT value FROM pipeline_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                step = int(current)  # another process may have upgraded it meanwhile
+                while step < SCHEMA_VERSION:
+                    for statement in MIGRATIONS[step].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    step += 1
+                conn.execute("UPDATE pipeline_meta SET value = ? WHERE key = 'schema_version'",
+                             (str(SCHEMA_VERSION),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    except sqlite3.Error as exc:
+        raise CorpusError(
+            f"{path}: corpus schema version {version} must be upgraded to {SCHEMA_VERSION} "
+            f"(adds the model tables) but cannot be written ({exc})"
+        ) from exc
+    log.info("%s: corpus schema upgraded from version %d to %d", path, version, SCHEMA_VERSION)
 
 
 def _initialise(path: Path) -> None:
@@ -81,7 +121,7 @@ def _initialise(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
             conn.execute("BEGIN")
-            for statement in DDL.split(";"):
+            for statement in (DDL + MODEL_DDL).split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.executemany(
@@ -96,11 +136,15 @@ def _initialise(path: Path) -> None:
 class Corpus:
     """An open corpus file. Use ``Corpus.open``; close it, or use it as a context manager."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, media_root: Path) -> None:
+    def __init__(
+        self, path: Path, connection: sqlite3.Connection, media_root: Path, version: int = SCHEMA_VERSION
+    ) -> None:
         self.path = path
         self.connection = connection
         self._db = Db(connection, SQLITE)
         self.media_root = media_root
+        #: schema version of the file (older only when opened read-only: never upgraded then)
+        self.version = version
         self._lock = threading.Lock()
 
     @classmethod
@@ -108,9 +152,12 @@ class Corpus:
         """Open a corpus; ``create=True`` makes a new one (or reuses an empty file or empty corpus).
 
         Raises CorpusError, leaving the file untouched, when it is missing (without ``create``),
-        not SQLite, not a corpus, of another schema version, or (with ``create``) already has documents.
+        not SQLite, not a corpus, of a newer schema version, or (with ``create``) already has documents.
+        An older schema version is upgraded in place, except ``readonly``: then it is read as it is
+        (it has no models).
         """
         path = Path(path)
+        version = SCHEMA_VERSION
         if path.is_dir():
             raise CorpusError(f"{path}: a folder, not a corpus file")
         if not path.exists() or path.stat().st_size == 0:
@@ -119,9 +166,12 @@ class Corpus:
                 raise CorpusError(f"{path}: {state}")
             _initialise(path)
         else:
-            documents = _inspect(path)
+            documents, version = _inspect(path)
             if create and documents:
                 raise CorpusError(f"{path}: already exists and holds {documents} documents")
+            if version != SCHEMA_VERSION and not readonly:
+                _migrate(path, version)
+                version = SCHEMA_VERSION
         try:
             target, uri = (_read_only_uri(path), True) if readonly else (str(path), False)
             conn = sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level=None)
@@ -130,7 +180,9 @@ class Corpus:
             (media,) = conn.execute("SELECT value FROM pipeline_meta WHERE key = 'media_root'").fetchone()
         except (sqlite3.Error, TypeError) as exc:
             raise CorpusError(f"{path}: cannot open corpus ({exc})") from exc
-        return cls(path, conn, (path.parent / media).resolve())
+        media_root = (path.parent / media).resolve()
+        marker.install(conn, media_root)
+        return cls(path, conn, media_root, version)
 
     def close(self) -> None:
         self.connection.close()
@@ -205,6 +257,26 @@ class Corpus:
         """The ids of the parts at 1-based page numbers (CLI ``--parts 1-10``), in part order."""
         return await self._run(reader.ids_at_pages, self._db, document, pages)
 
+    async def change_marker(self, document: Document, layer: str | None = None) -> str:
+        """What changes whenever an export of the document in ``layer`` (None: its default layer)
+        could: one aggregate statement over the rows the parts are read from and a stat of each
+        image file (see :mod:`pipeline.store.marker`); no part is built, no file opened."""
+        chosen = self._layer(document, layer)
+        return await self._run(marker.document_marker, self.connection, document.id, chosen.id,
+                               self.media_root)
+
+    @staticmethod
+    def _layer(document: Document, layer: str | None) -> Layer:
+        """The layer read: ``layer`` or the document's default; UsageError for an unknown or archived
+        layer, listing the available ones."""
+        chosen = document.layer(layer) if layer is not None else document.choose_layer()
+        if chosen is None:
+            available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
+            state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
+            where = f"document {document.id} ({document.name!r})"
+            raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
+        return chosen
+
     async def parts(
         self,
         document: Document,
@@ -220,12 +292,7 @@ class Corpus:
         (listing the available ones) or part ids not in the document, before yielding anything.
         ``layer`` None: the document's default layer (``Document.choose_layer``).
         """
-        chosen = document.layer(layer) if layer is not None else document.choose_layer()
-        if chosen is None:
-            available = ", ".join(repr(la.name) for la in document.layers if not la.archived) or "none"
-            state = "is archived" if any(la.name == layer for la in document.layers) else "does not exist"
-            where = f"document {document.id} ({document.name!r})"
-            raise UsageError(f"layer {layer!r} {state} in {where}; available: {available}")
+        chosen = self._layer(document, layer)
         query = reader.PartQuery(document, chosen, annotations)
         parts = await self._run(reader.PartReader, self._db, query, self.media_root)
         if part_ids:
@@ -245,6 +312,15 @@ class Corpus:
         """A page of parts, built in one worker-thread call (five statements for the page)."""
         for built in await self._run(parts.build_page, rows):
             yield built
+
+    async def models(self) -> list[OcrModel]:
+        """Every OCR model (``core_ocrmodel``) by id, with the documents it was trained or run on."""
+        return await self._run(models.read_models, self.connection, self.version)
+
+    def model_path(self, model: OcrModel) -> Path | None:
+        """Where the model's file is on this machine (under the media root), None without one."""
+        found = file_under(self.media_root, model.file)
+        return Path(found) if found is not None else None
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 from bisect import bisect_right
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import anyio
@@ -81,8 +82,10 @@ async def import_exchange(
 
 def load_exchange(path: Path, corpus: Corpus, *, layer: str = "manual") -> ImportSummary:
     """Import an exchange archive into ``corpus`` (blocking), one document per text, warnings
-    logged: what an exchange archive read as a source starts with."""
-    summary = _import(Path(path), corpus, None, None, layer, "codepoint")
+    logged: what an exchange archive read as a source starts with. Documents and parts are dated
+    by their text member in the zip, not by the time of reading: the same archive read twice gives
+    the same documents (and so the same exports, and fingerprints that match)."""
+    summary = _import(Path(path), corpus, None, None, layer, "codepoint", member_times=True)
     for message in summary.warnings:
         log.warning("%s", message)
     return summary
@@ -99,7 +102,8 @@ async def _find_document(corpus: Corpus, ref: str) -> Document | None:
 
 
 def _import(
-    path: Path, corpus: Corpus, target: Document | None, name: str | None, layer: str, unit: OffsetUnit
+    path: Path, corpus: Corpus, target: Document | None, name: str | None, layer: str, unit: OffsetUnit,
+    *, member_times: bool = False,
 ) -> ImportSummary:
     with SafeZip(path, Limits(max_member_size=MAX_IMPORT_MEMBER)) as zf:
         work = plan(zf.members())
@@ -112,7 +116,8 @@ def _import(
                 if ann_member:
                     ann = resolve(parse_ann(zf.read(ann_member), ann_member), text, unit, ann_member)
                     summary.warnings.extend(ann.warnings)
-                importer.add(PurePosixPath(text_member).stem, text, ann)
+                when = datetime(*zf.info(text_member).date_time) if member_times else None
+                importer.add(PurePosixPath(text_member).stem, text, ann, when)
             importer.finish()
     return summary
 
@@ -161,23 +166,24 @@ class _Importer:
         self.counts[doc_id] = ImportedDocument(doc_id, name, self.layer)
         self.summary.documents.append(self.counts[doc_id])
 
-    def _new_document(self, name: str) -> tuple[int, int]:
-        doc_id = self.w.add_document(name)
+    def _new_document(self, name: str, when: datetime | None = None) -> tuple[int, int]:
+        doc_id = self.w.add_document(name, created_at=when)
         self._count(doc_id, name)
         self.block_types[doc_id] = set()
         return doc_id, self.w.add_layer(doc_id, self.layer)
 
-    def add(self, stem: str, text: str, ann: AnnFile) -> None:
-        """One text as one part: lines, regions for its sections, tags, annotations, kept state."""
+    def add(self, stem: str, text: str, ann: AnnFile, when: datetime | None = None) -> None:
+        """One text as one part (dated ``when``, else now): lines, regions for its sections, tags,
+        annotations, kept state."""
         w, summary = self.w, self.summary
-        doc_id, layer_id = self.target or self._new_document(stem)
+        doc_id, layer_id = self.target or self._new_document(stem, when)
         order = self.next_order
         if self.target:
             self.next_order += 1
         lines = text.split("\n")  # never splitlines(): CR and U+2028 are characters of a line
         width = 2 * MARGIN + max(_line_width(t) for t in lines)
         part_id = w.add_part(doc_id, order, "", original_filename=f"{stem}.txt", name=stem, width=width,
-                             height=2 * MARGIN + LINE_HEIGHT * len(lines))
+                             height=2 * MARGIN + LINE_HEIGHT * len(lines), created_at=when)
         starts = list(itertools.accumulate((len(t) + 1 for t in lines[:-1]), initial=0))
         sections = sorted((s for s in ann.spans if isinstance(s, Section)), key=lambda s: (s.start, s.end))
         owners = self._owners(sections, starts, lines, stem)

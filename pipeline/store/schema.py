@@ -8,8 +8,9 @@ mirrored table.
 
 from __future__ import annotations
 
-#: bumped whenever the DDL changes incompatibly; ``Corpus.open`` refuses any other version
-SCHEMA_VERSION = 1
+#: bumped whenever the DDL changes; ``Corpus.open`` upgrades older files through ``MIGRATIONS``
+#: and refuses newer ones
+SCHEMA_VERSION = 2
 
 #: SQLite's file header, checked before SQLite itself is asked to open a file
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -205,3 +206,67 @@ CREATE TABLE pipeline_image_size (
     height INTEGER NOT NULL
 );
 """
+
+#: eScriptorium's model tables (``core_ocrmodel``: trained kraken models, ``core_ocrmodeldocument``:
+#: which documents a model was trained on or run on, ``core_ocrmodelright``: sharing) and the two
+#: tables they name owners, groups and scripts from (subsets of ``users_user``, ``auth_group``,
+#: ``core_script``).
+MODEL_DDL = """
+CREATE TABLE users_user (
+    id INTEGER PRIMARY KEY,
+    username VARCHAR(150) NOT NULL UNIQUE
+);
+CREATE TABLE auth_group (
+    id INTEGER PRIMARY KEY,
+    name VARCHAR(150) NOT NULL UNIQUE
+);
+CREATE TABLE core_script (
+    id INTEGER PRIMARY KEY,
+    name VARCHAR(128) NOT NULL UNIQUE
+);
+CREATE TABLE core_ocrmodel (
+    id INTEGER PRIMARY KEY,
+    name VARCHAR(256) NOT NULL,
+    file VARCHAR(100),
+    job SMALLINT NOT NULL,
+    training BOOLEAN NOT NULL DEFAULT 0,
+    training_epoch SMALLINT NOT NULL DEFAULT 0,
+    training_accuracy REAL NOT NULL DEFAULT 0.0,
+    training_errors INTEGER NOT NULL DEFAULT 0,
+    training_total INTEGER NOT NULL DEFAULT 0,
+    file_size BIGINT NOT NULL,
+    public BOOLEAN NOT NULL DEFAULT 0,
+    owner_id INTEGER REFERENCES users_user (id) ON DELETE SET NULL,
+    parent_id INTEGER REFERENCES core_ocrmodel (id) ON DELETE SET NULL,
+    script_id INTEGER REFERENCES core_script (id) ON DELETE SET NULL,
+    revision VARCHAR(36) NOT NULL,
+    version_author VARCHAR(128) NOT NULL,
+    version_source VARCHAR(128) NOT NULL,
+    version_created_at TEXT NOT NULL,
+    version_updated_at TEXT NOT NULL,
+    versions TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX core_ocrmodel_name ON core_ocrmodel (name);
+CREATE TABLE core_ocrmodeldocument (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    trained_on TEXT,
+    executed_on TEXT,
+    document_id INTEGER NOT NULL REFERENCES core_document (id) ON DELETE CASCADE,
+    ocr_model_id INTEGER NOT NULL REFERENCES core_ocrmodel (id) ON DELETE CASCADE
+);
+CREATE INDEX core_ocrmodeldocument_document ON core_ocrmodeldocument (document_id);
+CREATE INDEX core_ocrmodeldocument_model ON core_ocrmodeldocument (ocr_model_id);
+CREATE TABLE core_ocrmodelright (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    group_id INTEGER REFERENCES auth_group (id) ON DELETE CASCADE,
+    user_id INTEGER REFERENCES users_user (id) ON DELETE CASCADE,
+    ocr_model_id INTEGER NOT NULL REFERENCES core_ocrmodel (id) ON DELETE CASCADE,
+    CHECK ((group_id IS NULL) <> (user_id IS NULL))
+);
+CREATE INDEX core_ocrmodelright_model ON core_ocrmodelright (ocr_model_id);
+"""
+
+#: from version N to N + 1: statements run in one transaction with the version bump
+MIGRATIONS = {1: MODEL_DDL}

@@ -121,14 +121,53 @@ DOCUMENT_METADATA = """
     WHERE dm.document_id = :doc ORDER BY dm.id
 """
 PART_COUNT = "SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = :doc"
-#: what an incremental job compares: cheap aggregates, no part is read
-CHANGE_MARKER = """
-    SELECT d.updated_at,
-           (SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = d.id),
-           (SELECT MAX(p.updated_at) FROM core_documentpart p WHERE p.document_id = d.id),
-           (SELECT t.updated_at FROM core_transcription t WHERE t.id = :layer)
+#: ``count:sum`` of a 64-bit digest (md5's first 16 hex digits) of each row: any edit to one row
+#: changes it whatever the row order; the sum is numeric, so it never overflows
+_DIGEST = "COUNT(*) || ':' || COALESCE(SUM(('x' || LEFT(MD5(ROW({}) :: text), 16)) :: bit(64) :: bigint), 0)"
+#: what an incremental job compares: one statement of aggregates over every row an export of the
+#: document in the layer reads (eScriptorium bumps no timestamp when a line's text or geometry is
+#: edited, so timestamps alone would miss those); no part is built
+CHANGE_MARKER = f"""
+    SELECT d.name, d.updated_at,
+     (SELECT {_DIGEST.format('p.id, p."order", p.name, p.image, p.original_filename, p.source, '
+                             'p.typology_id, p.created_at, p.updated_at')}
+      FROM core_documentpart p WHERE p.document_id = d.id),
+     (SELECT {_DIGEST.format('b.id, b.document_part_id, b."order", b.box, b.typology_id, b.external_id')}
+      FROM core_block b JOIN core_documentpart p ON p.id = b.document_part_id WHERE p.document_id = d.id),
+     (SELECT {_DIGEST.format('l.id, l.document_part_id, l.block_id, l."order", l.baseline, l.mask, '
+                             'l.typology_id, l.external_id')}
+      FROM core_line l JOIN core_documentpart p ON p.id = l.document_part_id WHERE p.document_id = d.id),
+     (SELECT {_DIGEST.format('t.line_id, t.content, t.avg_confidence')}
+      FROM core_linetranscription t WHERE t.transcription_id = :layer),
+     (SELECT {_DIGEST.format('t.id, t.name, t.archived')} FROM core_transcription t
+      WHERE t.document_id = d.id),
+     (SELECT {_DIGEST.format('v.blocktype_id')} FROM core_document_valid_block_types v
+      WHERE v.document_id = d.id),
+     (SELECT {_DIGEST.format('v.linetype_id')} FROM core_document_valid_line_types v
+      WHERE v.document_id = d.id),
+     (SELECT {_DIGEST.format('x.id, x.name')} FROM core_blocktype x),
+     (SELECT {_DIGEST.format('x.id, x.name')} FROM core_linetype x),
+     (SELECT {_DIGEST.format('x.id, x.name')} FROM core_documentparttype x),
+     (SELECT {_DIGEST.format('t.id, t.name')} FROM core_document_tags dt
+      JOIN core_documenttag t ON t.id = dt.documenttag_id WHERE dt.document_id = d.id),
+     (SELECT {_DIGEST.format('dm.id, m.name, dm.value')} FROM core_documentmetadata dm
+      JOIN core_metadata m ON m.id = dm.key_id WHERE dm.document_id = d.id),
+     (SELECT {_DIGEST.format('pm.id, pm.part_id, m.name, pm.value')} FROM core_documentpartmetadata pm
+      JOIN core_documentpart p ON p.id = pm.part_id JOIN core_metadata m ON m.id = pm.key_id
+      WHERE p.document_id = d.id),
+     (SELECT {_DIGEST.format('x.id, x.name, x.typology_id, at.name, x.abbreviation, x.marker_type')}
+      FROM core_annotationtaxonomy x LEFT JOIN core_annotationtype at ON at.id = x.typology_id
+      WHERE x.document_id = d.id),
+     (SELECT {_DIGEST.format('a.id, a.taxonomy_id, a.part_id, a.start_line_id, a.start_offset, '
+                             'a.end_line_id, a.end_offset, a.comments')}
+      FROM core_textannotation a WHERE a.transcription_id = :layer),
+     (SELECT {_DIGEST.format('v.id, v.annotation_id, v.component_id, v.value')}
+      FROM core_textannotationcomponentvalue v JOIN core_textannotation a ON a.id = v.annotation_id
+      WHERE a.transcription_id = :layer)
     FROM core_document d WHERE d.id = :doc
 """
+#: the parts' image files, stat'ed (never opened) for the marker: a rescanned image keeps its name
+PART_IMAGES = "SELECT p.image FROM core_documentpart p WHERE p.document_id = :doc ORDER BY p.id"
 
 # -- parts ---------------------------------------------------------------------------------
 

@@ -43,14 +43,14 @@ class CorpusWriter:
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def _named(self, table: str, name: str) -> int:
+    def _named(self, table: str, name: str, column: str = "name") -> int:
         """Get-or-create a row of a ``(id, name)`` table by name (lowest id wins)."""
         key = (table, name)
         if key not in self._names:
-            sql = f"SELECT id FROM {table} WHERE name = ? ORDER BY id LIMIT 1"
+            sql = f"SELECT id FROM {table} WHERE {column} = ? ORDER BY id LIMIT 1"
             row = self._conn.execute(sql, (name,)).fetchone()
             if row is None:
-                row = (self._insert(f"INSERT INTO {table} (name) VALUES (?)", (name,)),)
+                row = (self._insert(f"INSERT INTO {table} ({column}) VALUES (?)", (name,)),)
             self._names[key] = row[0]
         return self._names[key]
 
@@ -264,3 +264,83 @@ class CorpusWriter:
                 (ann_id, self._value_component(doc_id), value),
             )
         return ann_id
+
+    # -- models (core_ocrmodel and the tables around it) -------------------------------------
+
+    def add_user(self, username: str) -> int:
+        """A ``users_user`` row by name: model owners and people models are shared with."""
+        return self._named("users_user", username, "username")
+
+    def add_group(self, name: str) -> int:
+        return self._named("auth_group", name)
+
+    def add_script(self, name: str) -> int:
+        return self._named("core_script", name)
+
+    def add_model(
+        self,
+        name: str,
+        job: int,
+        file: str | None,
+        file_size: int,
+        *,
+        owner: str | None = None,
+        parent_id: int | None = None,
+        script: str | None = None,
+        training: bool = False,
+        training_epoch: int = 0,
+        training_accuracy: float = 0.0,
+        training_errors: int = 0,
+        training_total: int = 0,
+        public: bool = False,
+        revision: str,
+        version_author: str = "",
+        version_source: str = "",
+        version_created_at: datetime | None = None,
+        version_updated_at: datetime | None = None,
+        versions: Sequence[dict[str, object]] = (),
+    ) -> int:
+        """A ``core_ocrmodel`` row; ``file`` is the model file's path relative to the media root."""
+        created = _stamp(version_created_at)
+        return self._insert(
+            """INSERT INTO core_ocrmodel (name, file, job, training, training_epoch, training_accuracy,
+                   training_errors, training_total, file_size, public, owner_id, parent_id, script_id,
+                   revision, version_author, version_source, version_created_at, version_updated_at, versions)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (name, file, job, int(training), training_epoch, training_accuracy, training_errors,
+             training_total, file_size, int(public), self.add_user(owner) if owner else None, parent_id,
+             self.add_script(script) if script else None, revision, version_author, version_source, created,
+             _stamp(version_updated_at) if version_updated_at else created,
+             json.dumps(list(versions), ensure_ascii=False, separators=(",", ":"))),
+        )
+
+    def link_model(
+        self,
+        model_id: int,
+        doc_id: int,
+        *,
+        trained_on: datetime | None = None,
+        executed_on: datetime | None = None,
+        created_at: datetime | None = None,
+    ) -> int:
+        """A ``core_ocrmodeldocument`` row: the model was trained on and/or run on the document."""
+        return self._insert(
+            "INSERT INTO core_ocrmodeldocument (created_at, trained_on, executed_on, document_id,"
+            " ocr_model_id) VALUES (?, ?, ?, ?, ?)",
+            (_stamp(created_at or trained_on or executed_on), _stamp(trained_on) if trained_on else None,
+             _stamp(executed_on) if executed_on else None, doc_id, model_id),
+        )
+
+    def share_model(
+        self, model_id: int, *, user: str | None = None, group: str | None = None,
+        created_at: datetime | None = None,
+    ) -> int:
+        """A ``core_ocrmodelright`` row: the model shared with exactly one user or one group."""
+        if (user is None) == (group is None):
+            raise ValueError("share a model with a user or a group, not both or neither")
+        return self._insert(
+            "INSERT INTO core_ocrmodelright (created_at, group_id, user_id, ocr_model_id)"
+            " VALUES (?, ?, ?, ?)",
+            (_stamp(created_at), self.add_group(group) if group else None,
+             self.add_user(user) if user else None, model_id),
+        )

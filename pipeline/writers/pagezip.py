@@ -53,7 +53,8 @@ class PageZipWriter:
         pages = Pages(archive, self.render, job, suffix=self.suffix)
         await write_pages(job, pages)
         add_report(job)
-        archive.add(job.prefix + METS_NAME, mets.render(pages.index), "xml", document.updated_at)
+        archive.add(job.prefix + METS_NAME, mets.render(pages.index, document.provenance), "xml",
+                    document.updated_at)
         await anyio.to_thread.run_sync(archive.flush)
 
 
