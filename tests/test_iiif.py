@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sqlite3
 import zipfile
 from pathlib import Path
@@ -142,6 +144,50 @@ def _manifest_of(archive: Path) -> bytes:
         return zf.read("manifest.json")
 
 
+def _split(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]], bytes]:
+    """A manifest as (its head without the provenance entries, those entries, its canvases as
+    bytes); every manifest compared here is also checked by iiif-prezi3."""
+    prezi3(json.loads(data))
+    head, canvases = data.split(b'\n"items":[\n', 1)
+    fields = json.loads(head[:-1] + b"}")
+    entries = fields.pop("metadata", [])
+    own = [m for m in entries if not iiif.is_provenance(m)]
+    if own:
+        fields["metadata"] = own
+    return fields, [m for m in entries if iiif.is_provenance(m)], canvases
+
+
+def _provenance(layer: str, *models: tuple[str, str]) -> list[dict[str, Any]]:
+    """The provenance entries expected: this program, the layer, then (label, model summary)."""
+    from pipeline import __version__
+
+    return [{"label": {"en": ["Exported by"]}, "value": {"none": [f"pipeline {__version__}"]}},
+            {"label": {"en": ["Transcription layer"]}, "value": {"none": [layer]}},
+            *({"label": {"en": [label]}, "value": {"en": [value]}} for label, value in models)]
+
+
+def _model(corpus: Path, model_id: int, label: str, run: str, parent: str = "") -> tuple[str, str]:
+    """A demo model's provenance entry for document 1, from the corpus's row (dated as the demo's
+    ``core_ocrmodeldocument`` dates its run on document 1)."""
+    with contextlib.closing(sqlite3.connect(corpus)) as db:
+        name, revision, accuracy, epochs = db.execute(
+            "SELECT name, revision, training_accuracy, training_epoch FROM core_ocrmodel WHERE id = ?",
+            (model_id,)).fetchone()
+    parent = f", fine-tuned from {parent}" if parent else ""
+    return label, (f"kraken model {name} (eScriptorium model {model_id}, revision {revision}, accuracy "
+                   f"{accuracy:.2%} after {epochs} epochs{parent}), run {run}")
+
+
+def _same_but_provenance(first: bytes, second: bytes, layer: str) -> None:
+    """``second`` is ``first`` re-exported from what ``first`` was read into: the same canvases
+    byte for byte and the same head, but its own provenance: the layer as imported, and no model
+    (the models of the first export are not in the new corpus, and none is invented)."""
+    head1, _, canvases1 = _split(first)
+    head2, prov2, canvases2 = _split(second)
+    assert canvases2 == canvases1 and head2 == head1
+    assert prov2 == _provenance(layer)
+
+
 @pytest.mark.parametrize("options", [
     [], ["--images"], ["--images", "--image-format", "png", "--image-max-size", "500"],
     ["--iiif-image-base", "https://images.example.org/iiif/3", "--iiif-base", "https://example.org/d1/"],
@@ -157,15 +203,54 @@ def test_export_import_export_is_identical(demo_corpus: Path, tmp_path: Path, op
     second = tmp_path / "2.zip"
     assert run("export", "--corpus", corpus, "--document", "1", "--format", "iiif", "--layer", "IIIF Import",
                *again, "-o", second, "--registry", tmp_path / "r.sqlite") == 0
-    assert _manifest_of(second) == _manifest_of(first)
+    layer = "kraken:catmus-medieval-1.5" if "--layer" in options else "manual"
+    models = [_model(demo_corpus, 1, "Segmentation model", "2023-01-01T02:00:00+00:00")]
+    if "--layer" in options:  # the layer named after a recognition model: that model too
+        models.append(_model(demo_corpus, 3, "Recognition model", "2023-01-03T02:00:00+00:00",
+                             "catmus-medieval-1.0"))
+    assert _split(_manifest_of(first))[1] == _provenance(layer, *models)
+    _same_but_provenance(_manifest_of(first), _manifest_of(second), "IIIF Import")
     if "--images" in options:  # the images came along, same names, same bytes
         with zipfile.ZipFile(first) as a, zipfile.ZipFile(second) as b:
-            assert [(i.filename, i.CRC) for i in a.infolist()] == [(i.filename, i.CRC) for i in b.infolist()]
-    with sqlite3.connect(corpus) as db:  # the document's metadata came along
+            images = [[(i.filename, i.CRC) for i in z.infolist() if i.filename != "manifest.json"]
+                      for z in (a, b)]
+            assert images[0] == images[1] and images[0]
+    with sqlite3.connect(corpus) as db:  # the document's metadata came along, the provenance did not
         rows = db.execute("SELECT k.name, m.value FROM core_documentmetadata m JOIN core_metadata k "
                           "ON k.id = m.key_id ORDER BY m.id").fetchall()
-    metadata = json.loads(_manifest_of(first))["metadata"]
+        assert db.execute("SELECT count(*) FROM core_ocrmodel").fetchone() == (0,)
+    metadata = _split(_manifest_of(first))[0]["metadata"]
     assert rows == [(m["label"]["none"][0], m["value"]["none"][0]) for m in metadata] and rows
+
+
+def test_document_metadata_named_like_provenance_survives_the_round_trip(
+    demo_corpus: Path, tmp_path: Path
+) -> None:
+    """A document's own metadata key that reads like a provenance label ("Exported by") is the
+    document's (a label in no language), kept on import and written back as it was."""
+    corpus = tmp_path / "own.sqlite"
+    shutil.copyfile(demo_corpus, corpus)
+    with contextlib.closing(sqlite3.connect(corpus)) as db:
+        db.execute("UPDATE pipeline_meta SET value = ? WHERE key = 'media_root'",
+                   (str(demo_corpus.with_suffix(".media")),))  # the demo's images, only read
+        key = db.execute("INSERT INTO core_metadata (name) VALUES ('Exported by')").lastrowid
+        db.execute("INSERT INTO core_documentmetadata (document_id, key_id, value) VALUES (1, ?, ?)",
+                   (key, "the Archives of Ivry"))
+        db.commit()
+    first = export(corpus, tmp_path / "1.zip", "--format", "iiif")
+    entries = json.loads(_manifest_of(first))["metadata"]
+    assert {"label": {"none": ["Exported by"]}, "value": {"none": ["the Archives of Ivry"]}} in entries
+    imported = tmp_path / "imported.sqlite"
+    assert run("import", first, "--corpus", imported) == 0
+    with sqlite3.connect(imported) as db:
+        rows = db.execute("SELECT k.name, m.value FROM core_documentmetadata m JOIN core_metadata k "
+                          "ON k.id = m.key_id ORDER BY m.id").fetchall()
+    assert ("Exported by", "the Archives of Ivry") in rows
+    assert [name for name, _ in rows].count("Exported by") == 1  # ours was not imported
+    second = tmp_path / "2.zip"
+    assert run("export", "--corpus", imported, "--document", "1", "--format", "iiif",
+               "--layer", "IIIF Import", "-o", second, "--registry", tmp_path / "r.sqlite") == 0
+    _same_but_provenance(_manifest_of(first), _manifest_of(second), "IIIF Import")
 
 
 def test_manifest_alone_and_direct_conversion(demo_corpus: Path, tmp_path: Path) -> None:
@@ -177,7 +262,7 @@ def test_manifest_alone_and_direct_conversion(demo_corpus: Path, tmp_path: Path)
     assert verify_archive(alto) == []
     back = tmp_path / "back.zip"
     assert run("export", "--source", path, "--format", "iiif", "--layer", "manual", "-o", back) == 0
-    assert _manifest_of(back) == _manifest_of(first)
+    _same_but_provenance(_manifest_of(first), _manifest_of(back), "manual")
 
 
 def test_page_fixture_to_iiif_keeps_lines(tmp_path: Path) -> None:

@@ -456,6 +456,111 @@ def test_provenance_in_tei_valid_and_the_same_from_both_stores(
 
 
 
+def _hocr_pages(archive: Path) -> dict[str, bytes]:
+    return {n: d for n, d in _zip_members(archive).items() if n.endswith(".html")}
+
+
+def _ocr_system(page: bytes) -> str:
+    from pipeline.validate import parser
+
+    (system,) = _xml_with(page, parser()).xpath("//h:meta[@name='ocr-system']/@content",
+                                               namespaces={"h": "http://www.w3.org/1999/xhtml"})
+    return system
+
+
+def _xml_with(data: bytes, xml_parser: Any) -> Any:
+    from lxml import etree
+
+    return etree.fromstring(data, xml_parser)
+
+
+@pytest.mark.parametrize("layer", ["kraken:catmus-medieval-1.5", "manual"])
+def test_provenance_in_iiif_and_hocr_valid_and_the_same_from_both_stores(
+    demo_store: Store, demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], layer: str
+) -> None:
+    """The IIIF manifest's ``metadata`` (English labels, after the document's own entries) and
+    hOCR's ``ocr-system`` say who made them: this program and version, the layer, the models of
+    the document (segmentation run on it; the recognition model only for a layer named after
+    it), dated as the data dates the runs. Valid for iiif-prezi3 and hocr-spec."""
+    from iiif_prezi3 import Manifest
+    from test_hocr import spec_errors
+
+    from pipeline import __version__
+    from pipeline.formats.iiif import is_provenance
+
+    by_model = layer != "manual"
+    models = {m.id: m for m in models_of(demo_store)}
+    blla = f"kraken model blla (eScriptorium model 1, revision {models[1].revision}, accuracy " \
+           f"{models[1].training_accuracy:.2%} after 50 epochs), run 2023-01-01T02:00:00+00:00"
+    catmus = f"kraken model catmus-medieval-1.5 (eScriptorium model 3, revision {models[3].revision}, " \
+             f"accuracy {models[3].training_accuracy:.2%} after 6 epochs, " \
+             "fine-tuned from catmus-medieval-1.0), run 2023-01-03T02:00:00+00:00"
+    archives = {}
+    for fmt in ("iiif", "hocr"):
+        archives[fmt] = _export(capsys, demo_store.args, tmp_path / f"{fmt}.zip", "--document", "1",
+                                "--format", fmt, "--layer", layer)
+        if demo_store.kind == "postgresql":  # the same bytes as from the SQLite corpus
+            same = _export(capsys, ["--corpus", str(demo_corpus)], tmp_path / f"{fmt}-sqlite.zip",
+                           "--document", "1", "--format", fmt, "--layer", layer)
+            assert same.read_bytes() == archives[fmt].read_bytes()
+    manifest = json.loads(_zip_members(archives["iiif"])["manifest.json"])
+    Manifest(**manifest)  # iiif-prezi3's models accept it
+    entries = manifest["metadata"]
+    own = [e for e in entries if not is_provenance(e)]
+    assert own and all(e["label"] == {"none": e["label"]["none"]} for e in own)
+    assert entries[:len(own)] == own  # the document's metadata first, as it was
+    got = [(e["label"]["en"][0], *e["value"].items()) for e in entries[len(own):]]
+    expected = [("Exported by", ("none", [f"pipeline {__version__}"])),
+                ("Transcription layer", ("none", [layer])), ("Segmentation model", ("en", [blla]))]
+    if by_model:
+        expected.append(("Recognition model", ("en", [catmus])))
+    assert got == expected
+    pages = _hocr_pages(archives["hocr"])
+    assert len(pages) == 4
+    system = f"pipeline {__version__}; layer {layer}; segmentation: {blla}"
+    if by_model:
+        system += f"; recognition: {catmus}"
+    for name, page in pages.items():
+        assert spec_errors(page, tmp_path, name) == []
+        assert _ocr_system(page) == system
+
+
+def test_iiif_and_hocr_provenance_of_a_model_with_a_json_and_xml_hostile_name(
+    demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A layer made by a model whose name holds < & " ' ]]> \\ a DEL, a tab, U+2028 and braces:
+    the manifest is JSON iiif-prezi3 accepts and hOCR hocr-spec accepts, the name intact in both."""
+    from iiif_prezi3 import Manifest
+    from test_hocr import spec_errors
+
+    from pipeline.formats.iiif import is_provenance
+
+    name = HOSTILE + "\t\u2028{0}"
+    corpus, _ = _corpus_copy(demo_corpus, tmp_path)
+    weights = tmp_path / "hostile.mlmodel"
+    weights.write_bytes(b"\x08\x05" + bytes(512))
+    code, _, err = cli(capsys, "import", str(weights), "--corpus", str(corpus), "--model-name", name,
+                       "--job", "recognition", "--executed-on", "1")
+    assert code == 0, err
+    with contextlib.closing(sqlite3.connect(corpus)) as db:  # the layer it wrote, named as eScriptorium does
+        db.execute("UPDATE core_transcription SET name = ? WHERE document_id = 1 AND name = ?",
+                   ("kraken:" + name, "kraken:catmus-medieval-1.5"))
+        db.commit()
+    iiif = _export(capsys, ["--corpus", str(corpus)], tmp_path / "h-iiif.zip", "--document", "1",
+                   "--format", "iiif", "--layer", "kraken:" + name)
+    manifest = json.loads(_zip_members(iiif)["manifest.json"])
+    Manifest(**manifest)
+    values = {e["label"]["en"][0]: e["value"] for e in manifest["metadata"] if is_provenance(e)}
+    assert values["Transcription layer"] == {"none": ["kraken:" + name]}
+    assert values["Recognition model"]["en"][0].startswith(f"kraken model {name} (eScriptorium model 4, ")
+    hocr = _export(capsys, ["--corpus", str(corpus)], tmp_path / "h-hocr.zip", "--document", "1",
+                   "--format", "hocr", "--layer", "kraken:" + name)
+    for page_name, page in _hocr_pages(hocr).items():
+        assert spec_errors(page, tmp_path, page_name) == []
+        assert "<model>" not in page.decode()  # escaped, never markup
+        assert f"; recognition: kraken model {name} (eScriptorium model 4, " in _ocr_system(page)
+
+
 def test_provenance_of_a_model_with_an_xml_hostile_name(
     demo_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

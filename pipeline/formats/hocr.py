@@ -6,6 +6,12 @@ else the page's), ``baseline`` (slope and offset from the box's bottom-left corn
 Tesseract writes it) and ``x_wconf`` (the confidence in percent). Orphan lines go in a last
 ``ocr_carea`` without a box; right-to-left lines get ``dir="rtl"`` (capability ``ocrp_dir``).
 Checked in the tests with ``hocr-spec``.
+
+Provenance goes in ``ocr-system``, hOCR's one field for what produced the file (hOCR has no
+other: ``ocr-langs``/``ocr-scripts`` are languages and scripts, ``ocr-capabilities`` the
+markup used, and hocr-spec rejects any other ``ocr-*`` name and a repeated field): this program
+and version first, as the spec's examples name a system (``tesseract 3.03``), then the layer
+and each model whose work the page holds, with the run's time as the data records it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from lxml import etree
 from pipeline import ns
 from pipeline.formats.xmlutil import DECLARATION, Chunks, Ids, clean, pixel_box
 from pipeline.model import Document, Line, Part, Polygon, bbox
+from pipeline.ocrmodel import Provenance
 from pipeline.select import RegionFilter, layout
 
 XHTML_NS = ns.XHTML
@@ -34,7 +41,7 @@ _META = (
     '<meta name="ocr-number-of-pages" content="1"/>\n</head>\n<body>\n'
 )
 _END = b"\n</body>\n</html>\n"
-_QUOTE = {'"': "&quot;"}
+_QUOTE = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}  # attribute-safe
 
 Box = tuple[int, int, int, int]
 
@@ -42,11 +49,14 @@ Box = tuple[int, int, int, int]
 def render(part: Part, document: Document, flt: RegionFilter, *, system: str = "pipeline") -> Iterator[bytes]:
     """Stream one page as hOCR, yielding UTF-8 chunks after the head and after each region.
 
-    ``document`` is unused (hOCR has no ontology) but keeps every page writer's shape.
+    ``document`` gives the provenance (``ocr-system``); ``system`` names the producer of a
+    document without one.
     """
     lay = layout(part, flt)
     ids = Ids((DUMMY_BLOCK, "page"))
     page_box: Box = (0, 0, max(0, part.width), max(0, part.height))
+    if document.provenance is not None:
+        system = ocr_system(document.provenance)
     head = escape(clean(part.title, "part", part.id)) + _META.format(system=escape(system, _QUOTE))
     out = Chunks(_START + head.encode())
     title = f'image "{_quoted(part.image_filename, part.id)}"; bbox {_bbox(page_box)}; ppageno {part.order}'
@@ -67,6 +77,16 @@ def render(part: Part, document: Document, flt: RegionFilter, *, system: str = "
             _area(xf, {"class": "ocr_carea", "id": DUMMY_BLOCK}, lay.orphans, page_box, ids)
     out.write(_END)
     yield out.take()
+
+
+def ocr_system(prov: Provenance) -> str:
+    """``pipeline 1.2; layer kraken:x; recognition: kraken model x (eScriptorium model 3, …), run
+    2023-01-03T02:00:00+00:00``: the producer, the layer, each model's work (segmentation first)."""
+    pieces = [prov.producer, f"layer {prov.layer}"]
+    for step in prov.steps:
+        run = f", run {step.executed_on.isoformat()}" if step.executed_on is not None else ""
+        pieces.append(f"{step.job}: {step.summary}{run}")
+    return clean("; ".join(pieces), "provenance", prov.layer)
 
 
 def _area(xf: etree._IncrementalFileWriter, attrs: dict[str, str], lines: list[Line], fallback: Box,

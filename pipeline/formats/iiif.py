@@ -12,6 +12,16 @@ geometry targets the whole canvas.
 :func:`begin`, :func:`canvas` per page and :func:`end` are pure; the manifest is never held in
 memory, one canvas at a time is. Ids are URLs below ``base`` (where the manifest will be served);
 the image is ``base`` + its path in the archive, or an IIIF Image API URL below ``image_base``.
+
+Provenance (who made the manifest: this program and version, the layer, the models whose work it
+holds) goes in ``metadata``, after the document's own entries: ``metadata`` is what viewers
+(Mirador's "About", the Universal Viewer's "More information") show a reader, while ``provider``
+is an Agent for the institution, and ``seeAlso``/``rendering``/``service`` point at other
+resources a viewer does not show inline. The document's entries have labels in no language
+(``"none"``: a key as the corpus stores it); ours have English labels (``"en"``: we wrote them)
+from :data:`PROVENANCE_LABELS`, so the IIIF importer tells them apart (:func:`is_provenance`),
+does not take them for the document's metadata, and a re-export derives them anew from its own
+data (the imported layer's name, no model).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from urllib.parse import quote
 from pipeline import ns
 from pipeline.formats.xmlutil import Ids, clean, decimal, pixel_box
 from pipeline.model import Document, Line, Part, Polygon, Region
+from pipeline.ocrmodel import Provenance
 from pipeline.select import RegionFilter, layout
 
 CONTEXT = ns.IIIF_PRESENTATION_3
@@ -35,6 +46,10 @@ _MEDIA_TYPES = {
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "png": "image/png", "tif": "image/tiff",
     "tiff": "image/tiff", "webp": "image/webp", "jp2": "image/jp2", "gif": "image/gif", "bmp": "image/bmp",
 }  # fmt: skip
+#: the labels of provenance entries in ``metadata`` (English), by what they name
+EXPORTED_BY, LAYER = "Exported by", "Transcription layer"
+MODEL_LABELS = {"segmentation": "Segmentation model", "recognition": "Recognition model"}
+PROVENANCE_LABELS = frozenset({EXPORTED_BY, LAYER, *MODEL_LABELS.values()})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
@@ -61,14 +76,42 @@ def begin(document: Document, urls: Urls) -> bytes:
         "type": "Manifest",
         "label": _label(clean(document.name, "document", document.id)),
     }
-    if document.metadata:
-        head["metadata"] = [
-            {"label": _label(clean(key, "document", document.id)),
-             "value": _label(clean(value, "document", document.id))}
-            for key, value in document.metadata
-        ]
+    metadata = [
+        {"label": _label(clean(key, "document", document.id)),
+         "value": _label(clean(value, "document", document.id))}
+        for key, value in document.metadata
+    ]
+    if document.provenance is not None:
+        metadata += provenance_entries(document.provenance)
+    if metadata:
+        head["metadata"] = metadata
     text = _dumps(head)
     return f'{text[:-1]},\n"items":[\n'.encode()
+
+
+def provenance_entries(prov: Provenance) -> list[dict[str, Any]]:
+    """``metadata`` entries saying who made the manifest (English labels, see the module's
+    docstring): the program and version, the layer, then each model's work with the run's time
+    as the data records it (never the clock)."""
+    entries = [_entry(EXPORTED_BY, {"none": [prov.producer]}),
+               _entry(LAYER, {"none": [clean(prov.layer, "layer", prov.layer)]})]
+    for step in prov.steps:
+        run = f", run {step.executed_on.isoformat()}" if step.executed_on is not None else ""
+        value = clean(step.summary + run, "model", step.model_id)
+        entries.append(_entry(MODEL_LABELS[step.job], {"en": [value]}))
+    return entries
+
+
+def _entry(label: str, value: dict[str, list[str]]) -> dict[str, Any]:
+    return {"label": {"en": [label]}, "value": value}
+
+
+def is_provenance(entry: dict[str, Any]) -> bool:
+    """A ``metadata`` entry :func:`provenance_entries` wrote: an English label of ours (the
+    document's own entries have labels in no language)."""
+    label = entry.get("label")
+    values = label.get("en") if isinstance(label, dict) and len(label) == 1 else None
+    return isinstance(values, list) and len(values) == 1 and values[0] in PROVENANCE_LABELS
 
 
 def end(count: int) -> bytes:

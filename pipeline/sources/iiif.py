@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from lxml import etree
 
 from pipeline.errors import UsageError
+from pipeline.formats.iiif import is_provenance
 from pipeline.model import Polygon
 from pipeline.safezip import Limits, SafeZip
 from pipeline.sources.xml import PageData, PageLine, PageRegion, XmlError, rectangle
@@ -93,9 +94,11 @@ class ManifestBundle:
         manifest_id = str(data.get("id") or "")
         self._base = manifest_id.rsplit("/", 1)[0] + "/" if "/" in manifest_id else ""
         self.label = _text(data.get("label")) or (path.stem if path.suffix else path.name)
+        # the provenance entries an export of ours adds say who made THAT manifest: not the
+        # document's metadata, and a re-export says anew who made it
         self.metadata = tuple(
             (_text(item.get("label")), _text(item.get("value")))
-            for item in data.get("metadata") or () if isinstance(item, dict)
+            for item in data.get("metadata") or () if isinstance(item, dict) and not is_provenance(item)
         )
         items = data.get("items") or ()
         self._canvases = [c for c in items if isinstance(c, dict) and c.get("type") == "Canvas"]
