@@ -27,14 +27,14 @@ from pipeline.errors import DocumentError, PipelineError, UsageError, leaves
 from pipeline.model import Document
 from pipeline.naming import output_name, slug
 from pipeline.ns import REPORT_NAME
-from pipeline.ocrmodel import OcrModel, provenance
+from pipeline.ocrmodel import OcrModel, Provenance, provenance
 from pipeline.options import ExportOptions
 from pipeline.registry import Registry, new_export_id
 from pipeline.select import RegionFilter
 from pipeline.sinks import FolderSink, Sink, open_folder, open_sink
 from pipeline.sinks.threaded import ThreadedSink
 from pipeline.writers import FormatSpec, Gathering, WriteJob
-from pipeline.writers.models import check_files, choose, keeper, source_models, used_by, write_models
+from pipeline.writers.models import check_files, choose, included, keeper, source_models, write_models
 
 if TYPE_CHECKING:
     from pipeline.sources import Source
@@ -128,11 +128,16 @@ def _open(spec: FormatSpec, options: ExportOptions, target: str | Path | None, d
 SOFTWARE = "pipeline"
 
 
+def provenance_of(document: Document, layer: str, models: Sequence[OcrModel]) -> Provenance:
+    """Who made what an export of ``layer`` holds: this program and version, the layer, and the
+    models of that layer (what jobs fingerprint, and what every format writes)."""
+    return provenance(SOFTWARE, __version__, layer, models, document.id)
+
+
 def _with_provenance(document: Document, layer: str, models: Sequence[OcrModel]) -> Document:
-    """The document saying who made what its export holds: this program and version, the layer,
-    and the models of that layer (every format writes it where its schema keeps provenance)."""
-    return dataclasses.replace(document, provenance=provenance(SOFTWARE, __version__, layer, models,
-                                                               document.id))
+    """The document saying who made what its export holds (every format writes it where its
+    schema keeps provenance)."""
+    return dataclasses.replace(document, provenance=provenance_of(document, layer, models))
 
 
 def _check_models(spec: FormatSpec, options: ExportOptions) -> None:
@@ -154,7 +159,7 @@ class _Models:
     async def write(self, archive: ZipArchive, report: list[dict[str, Any]]) -> None:
         if self.options.models == "none" or not self.every:
             return
-        chosen = list(self.every) if self.options.models == "all" else used_by(self.every, self.documents)
+        chosen = included(self.every, self.documents, self.options.models)
         keeps = keeper(self.source)
         missing = check_files(keeps, chosen, skip=self.options.on_error == "skip")
         await write_models(archive, keeps, chosen, self.every, missing=missing)

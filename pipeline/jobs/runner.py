@@ -1,8 +1,11 @@
 """Plan and run a job: select documents, fingerprint them, export what changed, prune, report.
 
 A document's fingerprint is its source's change marker (``Source.change_marker``: aggregates of
-its rows, a zip's directory, file sizes and times) with the document itself and the output's
-options, so an unchanged document is skipped without reading its parts, and a job killed midway
+its rows, a zip's directory, file sizes and times) with the document itself, its provenance (the
+models that made the layer, which every XML, IIIF and hOCR file names) and the output's options;
+an archive that adds models (``models = "used" | "all"``) also fingerprints those models (their
+rows, links, history and file stamps). So an unchanged document is skipped without reading its
+parts or a model file, and a job killed midway
 resumes where it stopped: what completed has a matching fingerprint in the registry. Parts are
 read in planning only by ``--dry-run``, for the size estimates of the archives it would write.
 """
@@ -26,18 +29,20 @@ import anyio
 
 from pipeline import __version__, sinks, writers
 from pipeline.errors import DocumentError, PipelineError, UsageError
-from pipeline.export import ExportResult, export_bulk, export_document
+from pipeline.export import ExportResult, export_bulk, export_document, provenance_of
 from pipeline.jobs.config import ArchiveConfig, JobConfig
 from pipeline.jobs.executors import Executor, ExportWork, Outcome, make_executor
 from pipeline.jobs.progress import JobProgress, human_size, progress_for
 from pipeline.logcontext import where
 from pipeline.model import Document, Part, Selection
 from pipeline.naming import slug
+from pipeline.ocrmodel import OcrModel
 from pipeline.options import ExportOptions
 from pipeline.registry import ExportRecord, Registry, new_export_id
 from pipeline.select import RegionFilter
 from pipeline.sinks.local import remove_stale_partials
 from pipeline.sources import Source, StampsImages, open_source
+from pipeline.writers import models as model_files
 
 log = logging.getLogger("pipeline")
 
@@ -139,11 +144,13 @@ def _check(config: JobConfig, documents: Sequence[Document], source: Path) -> No
         raise UsageError(f"{source}: " + "; ".join(dict.fromkeys(problems)))
 
 
-async def _digest(source: Source, document: Document, layer: str) -> str:
+async def _digest(source: Source, document: Document, layer: str, models: Sequence[OcrModel]) -> str:
     """What an export of the document in ``layer`` depends on in the source: the document (its
-    types, layers, tags, metadata...) and the source's change marker of its parts; no part is read."""
+    types, layers, tags, metadata...), the source's change marker of its parts and the provenance
+    its files state (a model renamed or run again changes it); no part is read."""
     marker = await source.change_marker(document, layer)
-    text = f"{dataclasses.replace(document, part_count=0)!r}|{layer}|{marker}"
+    prov = provenance_of(document, layer, models)
+    text = f"{dataclasses.replace(document, part_count=0)!r}|{layer}|{marker}|{prov!r}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -167,8 +174,12 @@ def _image_size(source: Source, part: Part) -> int:
         return 0
 
 
-def _fingerprint(options: ExportOptions, digests: Sequence[str]) -> str:
-    text = json.dumps([__version__, options.describe(), list(digests)], sort_keys=True, default=str)
+def _fingerprint(options: ExportOptions, digests: Sequence[str], models: str | None = None) -> str:
+    """The options, the documents' digests and, for an archive that adds models, their marker."""
+    parts: list[Any] = [__version__, options.describe(), list(digests)]
+    if models is not None:
+        parts.append(models)
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -229,7 +240,8 @@ async def plan_job(
         layers = {(doc.id, o.layer): doc.choose_layer(o.layer).name
                   for doc in documents for o in config.outputs}
         by_id = {doc.id: doc for doc in documents}
-        digests = {(doc_id, layer): await _digest(corpus, by_id[doc_id], layer)
+        models = await model_files.source_models(corpus)  # small tables, read whole (3 statements)
+        digests = {(doc_id, layer): await _digest(corpus, by_id[doc_id], layer, models)
                    for (doc_id, _), layer in layers.items()}
         tasks: list[Task] = []
         bulk = config.archive.mode == "bulk"
@@ -240,7 +252,11 @@ async def plan_job(
                 if not bulk:  # the layer actually read, so the fingerprint and the registry name it
                     options = dataclasses.replace(options, layer=layers[group[0].id, output.layer])
                 read = [(doc, layers[doc.id, output.layer]) for doc in group]
-                fp = _fingerprint(options, [digests[doc.id, layer] for doc, layer in read])
+                added = None
+                if options.models != "none":
+                    chosen = model_files.included(models, group, options.models)
+                    added = await anyio.to_thread.run_sync(model_files.marker, corpus, chosen, models)
+                fp = _fingerprint(options, [digests[doc.id, layer] for doc, layer in read], added)
                 task = Task(n, options, group, fp, sum(doc.part_count for doc in group))
                 if config.select.changed_only and registry is not None:
                     task.previous = _unchanged(registry, fp, config.archive)

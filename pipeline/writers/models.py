@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -66,6 +67,33 @@ def used_by(models: Sequence[OcrModel], documents: Sequence[Document]) -> list[O
     """The models trained on or run on any of ``documents``, by id."""
     ids = {d.id for d in documents}
     return [m for m in models if any(link.document_id in ids for link in m.documents)]
+
+
+def included(models: Sequence[OcrModel], documents: Sequence[Document], choice: str) -> list[OcrModel]:
+    """The models an archive of ``documents`` adds for ``models = choice``: none, those trained on
+    or run on the documents (:func:`used_by`), or all of them."""
+    if choice == "none":
+        return []
+    return list(models) if choice == "all" else used_by(models, documents)
+
+
+def marker(source: object, chosen: Sequence[OcrModel], every: Sequence[OcrModel]) -> str:
+    """What an archive's model entries depend on, for a job's fingerprint, found without reading a
+    model file: each chosen model as stored (every column, its history, the documents it is linked
+    to, its rights: the whole value object), the parents its ``model.json`` names, and its file's
+    size and modification time (a stat, as the parts' images are stamped). A replaced or renamed
+    file, a new version, a rename, a new link to a document each change it."""
+    by_id = {m.id: m for m in every}
+    rows = []
+    for model in chosen:
+        path = source.model_path(model) if isinstance(source, HasModels) else None
+        try:
+            stat = os.stat(path) if path is not None else None
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}" if stat is not None else None
+        except OSError:
+            stamp = "missing"
+        rows.append(f"{model!r}|{_ancestors(model, by_id)!r}|{stamp}")
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def choose(models: Sequence[OcrModel], refs: Sequence[str | int]) -> list[OcrModel]:
