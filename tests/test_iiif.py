@@ -312,3 +312,15 @@ def test_bad_manifests_fail_with_one_line(tmp_path: Path, capsys: pytest.Capture
 def export(corpus: Path, out: Path, *args: str) -> Path:
     """Export document 1 of the SQLite demo corpus (test_export's helper takes a store)."""
     return export_store(Store("sqlite", str(corpus)), out, *args)
+
+
+@pytest.mark.parametrize(("label", "ours"), [
+    ({"en": ["Exported by"]}, True), ({"en": ["Recognition model"]}, True),
+    ({"none": ["Exported by"]}, False),  # the document's own key, in no language
+    ({"en": ["Exported by"], "fr": ["Exporté par"]}, False), ({"en": ["Author"]}, False),
+    ({"en": [["Exported by"]]}, False), ({"en": "Exported by"}, False), ("Exported by", False), (None, False),
+])
+def test_provenance_entries_are_told_from_the_documents_own(label: Any, ours: bool) -> None:
+    """Only an entry labelled in English with one of our labels is provenance; anything else a
+    manifest may hold (other shapes, unhashable values) is the document's, and never an error."""
+    assert iiif.is_provenance({"label": label, "value": {"none": ["x"]}}) is ours

@@ -111,7 +111,8 @@ def is_provenance(entry: dict[str, Any]) -> bool:
     document's own entries have labels in no language)."""
     label = entry.get("label")
     values = label.get("en") if isinstance(label, dict) and len(label) == 1 else None
-    return isinstance(values, list) and len(values) == 1 and values[0] in PROVENANCE_LABELS
+    return isinstance(values, list) and len(values) == 1 and isinstance(values[0], str) \
+        and values[0] in PROVENANCE_LABELS
 
 
 def end(count: int) -> bytes:
