@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,6 +127,7 @@ class Registry:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._batch: sqlite3.Connection | None = None
         try:
             with self._connect() as db:
                 db.executescript(SCHEMA)
@@ -143,9 +144,34 @@ class Registry:
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
+            if self._batch is not None:
+                return self._batch.execute(sql, params).fetchall()
             with self._connect() as db:
                 return db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:  # locked, corrupt, read-only, deleted meanwhile
+            raise PipelineError(f"{self.path}: export registry: {exc}") from None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Records made in the block are one transaction: one commit (one fsync) for many, as when
+        a job hands a cluster all its exports at once; none of them is kept if the block fails."""
+        if self._batch is not None:
+            yield
+            return
+        try:
+            with self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                self._batch = db
+                try:
+                    yield
+                except BaseException:
+                    db.rollback()
+                    raise
+                else:
+                    db.commit()
+                finally:
+                    self._batch = None
+        except sqlite3.Error as exc:
             raise PipelineError(f"{self.path}: export registry: {exc}") from None
 
     def _record(self, row: tuple[Any, ...]) -> ExportRecord:

@@ -92,7 +92,7 @@ class Outcome:
 
 
 Done = Callable[[ExportWork, Outcome], None]
-Started = Callable[[ExportWork], None]
+Started = Callable[[Sequence[ExportWork]], None]
 
 
 class Executor(Protocol):
@@ -105,8 +105,9 @@ class Executor(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
     async def run(self, works: Sequence[ExportWork], started: Started, done: Done) -> None:
-        """Run every item; ``started(work)`` before each is handed over, ``done(work, outcome)``
-        as each completes (both in the caller's event loop). A failed item never stops the others."""
+        """Run every item; ``started(works)`` before they are handed over (all at once to a
+        cluster, one by one in process), ``done(work, outcome)`` as each completes (both in the
+        caller's event loop). A failed item never stops the others."""
         ...
 
 
@@ -198,7 +199,7 @@ class LocalExecutor:
 
         async def one(work: ExportWork) -> None:
             async with limiter:
-                started(work)
+                started((work,))
                 outcome = await export_work(work, self.source)
             done(work, outcome)
 
@@ -305,8 +306,7 @@ class DaskExecutor:
         await anyio.to_thread.run_sync(self._wait_started)
         if not works:
             return
-        for work in works:
-            started(work)
+        started(works)
         await anyio.to_thread.run_sync(self._collect, works, _loop_caller(done))
 
     def _collect(self, works: Sequence[ExportWork], done: Callable[[ExportWork, Outcome], None]) -> None:

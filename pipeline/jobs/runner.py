@@ -495,12 +495,15 @@ async def _run_documents(
     ids: dict[int, str] = {}
     clock: dict[int, float] = {}
 
-    def started(work: ExportWork) -> None:
-        ids[work.key], clock[work.key] = new_export_id(), time.monotonic()
-        doc, options = work.document, work.options
-        registry.start(ids[work.key], document_id=doc.id, document_name=doc.name,
-                       format=writers.get(options.format).name, layer=options.layer,
-                       options=dataclasses.asdict(options), path=work.target, fingerprint=work.fingerprint)
+    def started(works: Sequence[ExportWork]) -> None:
+        with registry.batch():  # one commit for a cluster's whole batch
+            for work in works:
+                ids[work.key], clock[work.key] = new_export_id(), time.monotonic()
+                doc, options = work.document, work.options
+                registry.start(ids[work.key], document_id=doc.id, document_name=doc.name,
+                               format=writers.get(options.format).name, layer=options.layer,
+                               options=dataclasses.asdict(options), path=work.target,
+                               fingerprint=work.fingerprint)
 
     def done(work: ExportWork, outcome: Outcome) -> None:
         task, export_id = todo[work.key], ids[work.key]
