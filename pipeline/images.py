@@ -10,6 +10,9 @@ writer, on at most one worker thread per core plus one, in part order:
   whole in memory and libvips' threads never wait for the GIL to hand over their output;
 * the writer adds the file to the zip once the transcode is complete; the OS removes the file when
   it is closed, even when the process dies.
+
+pyvips is imported by the functions that call libvips: a pass-through export of JPEG and PNG
+files whose sizes are stored never loads it (it is a tenth of the start-up of such an export).
 """
 
 from __future__ import annotations
@@ -25,10 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import anyio
-import pyvips
 from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from .errors import ImageError, OutputError, SourceError
@@ -36,6 +38,9 @@ from .memory import cores
 from .model import Line, Part, Polygon, Region
 from .options import IMAGE_FORMATS, ORIGINAL, ImageOptions, supported_image_formats
 from .vips import image_size
+
+if TYPE_CHECKING:
+    import pyvips
 
 #: the libvips error level that fails a load: a truncated file must not export as a grey page
 FAIL_ON = "truncated"
@@ -121,6 +126,7 @@ def _same_format(suffix: str, other: str) -> bool:
 
 def _original_suffix(name: PurePosixPath, source: Path | None) -> str:
     """Resizing an ``original`` image keeps the format its name says, else the stored file's."""
+    import pyvips
     saveable = pyvips.get_suffixes()
     if name.suffix.lower() in saveable or source is None:
         return name.suffix.lower()
@@ -238,6 +244,7 @@ class Spool:
 def configure_vips() -> None:
     """Turn libvips' operation cache off for this whole program (benchmark baselines do, to
     compare like with like); the image stage itself only turns it off while it runs."""
+    import pyvips
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.cache_set_max_files(0)
@@ -253,6 +260,7 @@ def vips_cache_off() -> Iterator[None]:
     """No libvips operation cache while an image stage runs (every image is read once; cached
     operations keep files open); the program's own settings come back when the last stage ends,
     so a program that uses the package keeps its cache."""
+    import pyvips
     global _cache_users, _cache_saved
     with _cache_lock:
         if _cache_users == 0:
@@ -340,6 +348,7 @@ class ImageJob:
         warnings about a read when the image is freed, and after exit they would go straight to
         stderr. Nor the target: it holds a duplicate of the spool's descriptor, so the file would
         stay open (and its disk space taken) until the garbage collector ran."""
+        import pyvips
         assert self.plan.save_suffix is not None
         options = self._options
         keep = pyvips.ForeignKeep.ALL if options.keep_metadata else pyvips.ForeignKeep.ICC
@@ -386,6 +395,7 @@ class ImageJob:
 def read_failure(part: Part, plan: ImagePlan) -> ImageError | None:
     """Why the part's image cannot be read through to its last pixel, or None if it can (decoded
     to an average, nothing written): after a failed transcode, tells a bad page from a bad output."""
+    import pyvips
     try:
         image = open_image(part, plan)
     except ImageError as exc:
@@ -438,6 +448,7 @@ def check_passthrough(part: Part, plan: ImagePlan) -> None:
 
 def open_image(part: Part, plan: ImagePlan) -> pyvips.Image:
     """The part's image opened for a sequential read (shrinking on load when resizing)."""
+    import pyvips
     source = plan.source
     if source is None:
         raise ImageError(part, "the part has no image file")

@@ -12,6 +12,7 @@ a IIIF manifest (``iiif``, read by the same ``XmlSource``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -19,11 +20,20 @@ from typing import Any, Protocol, runtime_checkable
 from pipeline.errors import SourceError, UsageError
 from pipeline.model import Document, Part, Selection
 from pipeline.safezip import refuse_special
-from pipeline.sources.folder import DEFAULT_LAYERS, Bundle, XmlSource
-from pipeline.sources.xml import PageData, XmlError, read_page
 
 __all__ = ["DEFAULT_LAYERS", "Bundle", "PageData", "Releasing", "Selection", "Source", "StampsImages",
            "XmlError", "XmlSource", "open_source", "read_page", "register_source"]
+
+#: names this package gives from its kinds' modules, imported when first asked for: an export from a
+#: corpus never loads the XML readers
+_LAZY = {"DEFAULT_LAYERS": "folder", "Bundle": "folder", "XmlSource": "folder",
+         "PageData": "xml", "XmlError": "xml", "read_page": "xml"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"pipeline.sources.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @runtime_checkable
@@ -132,13 +142,26 @@ def _open_postgres(url: str, *, media_root: str | None = None, registry: str | N
     return open_postgres(url, media_root=media_root, registry=registry)
 
 
-def _register_builtin() -> None:
-    from pipeline.sources import exchange, iiif, sqlite, xmlfiles
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported when first called: a kind's sniffer and factory cost nothing until
+    a path of its kind comes (an export from a corpus never loads the XML or exchange readers)."""
 
-    register_source(sqlite.is_corpus, sqlite.open_corpus)
-    register_source(exchange.is_exchange_file, exchange.ExchangeSource)
-    register_source(iiif.is_manifest, xmlfiles.open_bundle)  # XmlSource reads manifests too
-    register_source(xmlfiles.is_xml_bundle, xmlfiles.open_bundle)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
+
+
+def _register_builtin() -> None:
+    register_source(deferred("pipeline.sources.sqlite", "is_corpus"),
+                    deferred("pipeline.sources.sqlite", "open_corpus"))
+    register_source(deferred("pipeline.sources.exchange", "is_exchange_file"),
+                    deferred("pipeline.sources.exchange", "ExchangeSource"))
+    register_source(deferred("pipeline.sources.iiif", "is_manifest"),  # XmlSource reads manifests too
+                    deferred("pipeline.sources.xmlfiles", "open_bundle"))
+    register_source(deferred("pipeline.sources.xmlfiles", "is_xml_bundle"),
+                    deferred("pipeline.sources.xmlfiles", "open_bundle"))
     register_source("postgresql", _open_postgres)
     register_source("postgres", _open_postgres)
 

@@ -4,10 +4,12 @@ that it is a corpus of the schema this program reads, and says so in one line if
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.store import Corpus
 from pipeline.store.schema import SQLITE_MAGIC
+
+if TYPE_CHECKING:
+    from pipeline.store import Corpus
 
 #: file suffixes taken for a corpus even when the file is not SQLite (the corpus then says why)
 SUFFIXES = (".sqlite", ".sqlite3", ".db")
@@ -24,4 +26,6 @@ def is_corpus(path: Path) -> bool:
 
 
 def open_corpus(path: str | Path, **_: Any) -> Corpus:
+    from pipeline.store import Corpus
+
     return Corpus.open(path, readonly=True)

@@ -9,7 +9,9 @@ against. A new format is one module in ``pipeline/formats`` (model in, bytes out
 from __future__ import annotations
 
 import functools
+import importlib
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline import __version__, ns
 from pipeline.errors import UsageError
@@ -17,12 +19,33 @@ from pipeline.formats import alto, hocr, iiif, page, tei, text
 from pipeline.naming import slug
 from pipeline.writers.base import Gathering, WriteJob, Writer
 from pipeline.writers.dataset import DatasetWriter
-from pipeline.writers.exchange import ExchangeWriter
 from pipeline.writers.pagezip import PageZipWriter
 from pipeline.writers.stream import DocumentZipWriter, StreamWriter
 
-__all__ = ["DEFAULT_FORMAT", "FORMATS", "ExchangeWriter", "FormatSpec", "PageZipWriter", "StreamWriter",
-           "Gathering", "WriteJob", "Writer", "get", "register_format"]
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "DeferredWriter", "ExchangeWriter", "FormatSpec", "Gathering",
+           "PageZipWriter", "StreamWriter", "WriteJob", "Writer", "get", "register_format"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ExchangeWriter":  # its module (and the brat format) loads only when asked for
+        from pipeline.writers.exchange import ExchangeWriter
+
+        return ExchangeWriter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class DeferredWriter:
+    """``module.name()``, made when it first writes: a format whose family is heavy to import (the
+    exchange writer and its brat format) costs an export of another format nothing."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+        self._writer: Writer | None = None
+
+    async def write(self, job: WriteJob) -> None:
+        if self._writer is None:
+            self._writer = getattr(importlib.import_module(self._module), self._name)()
+        await self._writer.write(job)
 
 
 class TeiWriter:
@@ -84,7 +107,8 @@ register_format(FormatSpec("alto", "alto", "zip", PageZipWriter(alto.render), ns
 register_format(FormatSpec("page", "pagexml", "zip", PageZipWriter(page.render), ns.PAGE,
                            aliases=("pagexml",)))
 register_format(FormatSpec("text", "text", "txt", StreamWriter(text.part)))
-register_format(FormatSpec("exchange", "exchange", "zip", ExchangeWriter()))
+register_format(FormatSpec("exchange", "exchange", "zip",
+                           DeferredWriter("pipeline.writers.exchange", "ExchangeWriter")))
 register_format(FormatSpec("tei", "tei", "zip", TeiWriter(), ns.TEI))
 register_format(FormatSpec("iiif", "iiif", "zip", DocumentZipWriter(
     lambda job: iiif.IiifManifest(job.document, job.regions, iiif.Urls(job.options.iiif_base,
