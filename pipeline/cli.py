@@ -12,12 +12,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from . import __version__
 from .errors import PipelineError, SourceError, UsageError
@@ -59,6 +57,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_async(run: Callable[[], Awaitable[int]]) -> int:
+    """``run()`` in an event loop: anyio (and asyncio) load only for the commands that need them."""
+    import anyio
+
+    return anyio.run(run)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -97,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             log.info("%s", result.summary)
         return 1 if result.report else 0
 
-    return anyio.run(run)
+    return _run_async(run)
 
 
 def _record_failure(registry: Registry, args: argparse.Namespace, error: Exception) -> None:
@@ -148,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{len(report.failed)} failed; report: {path}")
         return report.exit_code
 
-    return anyio.run(run)
+    return _run_async(run)
 
 
 def _executor_overrides(args: argparse.Namespace) -> list[str]:
@@ -209,7 +214,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 print(await import_exchange(path, corpus, document=args.document, layer=layer))
         return 0
 
-    return anyio.run(run)
+    return _run_async(run)
 
 
 #: files ``pipeline import`` records as OCR models (kraken's CoreML files, as eScriptorium accepts)

@@ -17,7 +17,6 @@ well (2 cores). Only the CLI calls this: a library should not retune its host pr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 #: glibc's M_MMAP_THRESHOLD and M_ARENA_MAX parameters of mallopt(3)
@@ -36,9 +35,9 @@ def cores() -> int:
 def bound_heap() -> bool:
     """Fix glibc's mmap threshold and allow one arena per core; False (nothing done) on other C
     libraries. Call it before starting threads: arenas already made stay."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-        mallopt = libc.mallopt
+    try:  # the process's own symbols, the C library's among them: find_library("c") would run
+        # ldconfig in a child process, at every start of every command (a tenth of --version's time)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
