@@ -38,6 +38,7 @@ on the floors given with ``--floor``.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import logging
 import math
@@ -624,6 +625,14 @@ def parse_floor(spec: str) -> tuple[str, float]:
     return name, limit
 
 
+def compile_bytecode() -> None:
+    """Write the package's bytecode before timing anything, as an installed package has it (pip
+    compiles it; an editable install writes it on first use). Where PYTHONDONTWRITEBYTECODE is set,
+    every whole-process run would otherwise compile the package's sources again: about 0.05 s of
+    CPU that no user pays."""
+    compileall.compile_dir(ROOT / "pipeline", quiet=1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one run each: a smoke run")
@@ -647,6 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         megapixels=args.megapixels or base.megapixels, repeat=args.repeat or base.repeat,
         giant=args.giant or base.giant, many=base.many,
     )
+    compile_bytecode()
     info = machine()
     command = shlex.join(["python", "-m", "benchmarks.compare", *(sys.argv[1:] if argv is None else argv)])
     print(f"{command}\n{info['cores']} cores, {info['memory']}, Python {info['python']}, "
