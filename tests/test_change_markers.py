@@ -283,3 +283,20 @@ def test_postgres_markers_see_edits_that_bump_no_timestamp(pg_cluster: Any, tmp_
     image.write_bytes(image.read_bytes() + b"\0")
     after = anyio.run(markers)
     assert after[1] != before[1] and after[2] == before[2]
+
+
+def test_a_iiif_manifest_source_sees_an_edited_manifest(demo_corpus: Path, tmp_path: Path) -> None:
+    """A job reading a IIIF manifest (a file, the demo's own): skipped unchanged, exported again
+    once the manifest is rewritten (its size and time change)."""
+    assert main(["-q", "export", "--corpus", str(demo_corpus), "--document", "1", "--format", "iiif",
+                 "--registry", str(tmp_path / "r.sqlite"), "-o", str(tmp_path / "m.zip")]) == 0
+    manifest = tmp_path / "manifest.json"
+    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
+        manifest.write_bytes(zf.read("manifest.json"))
+    config = job(tmp_path, f'source = "{manifest}"')
+    assert main(["-q", "run", str(config)]) == 0 and exported(tmp_path) == [1]
+    assert main(["-q", "run", str(config)]) == 0 and exported(tmp_path) == []
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["label"] = {"none": ["Renamed"]}
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["-q", "run", str(config)]) == 0 and exported(tmp_path) == [1]

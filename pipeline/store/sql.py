@@ -124,6 +124,7 @@ PART_COUNT = "SELECT COUNT(*) FROM core_documentpart p WHERE p.document_id = :do
 #: ``count:sum`` of a 64-bit digest (md5's first 16 hex digits) of each row: any edit to one row
 #: changes it whatever the row order; the sum is numeric, so it never overflows
 _DIGEST = "COUNT(*) || ':' || COALESCE(SUM(('x' || LEFT(MD5(ROW({}) :: text), 16)) :: bit(64) :: bigint), 0)"
+#: PostgreSQL only (md5 and bit casts; the SQLite corpus computes its marker in pipeline.store.marker):
 #: what an incremental job compares: one statement of aggregates over every row an export of the
 #: document in the layer reads (eScriptorium bumps no timestamp when a line's text or geometry is
 #: edited, so timestamps alone would miss those); no part is built
