@@ -268,7 +268,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                   f"parent {parent}  trained on {trained}  run on {ran}")
         return 0
 
-    return anyio.run(run)
+    return _run_async(run)
 
 
 def cmd_models_export(args: argparse.Namespace) -> int:
@@ -294,7 +294,7 @@ def cmd_models_export(args: argparse.Namespace) -> int:
             print(f"pipeline: skipped {entry['error']}", file=sys.stderr)
         return 1 if result.report else 0
 
-    return anyio.run(run)
+    return _run_async(run)
 
 
 def _model_store(args: argparse.Namespace) -> Source:

@@ -15,7 +15,7 @@ import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 
@@ -36,12 +36,14 @@ from pipeline.formats.lines import (
     plan_page,
     split_of,
 )
-from pipeline.linecrops import CropFormat, CropStage
 from pipeline.logcontext import where
 from pipeline.model import Document, Part
 from pipeline.options import ImageOptions, LineOptions
 from pipeline.select import RegionFilter
 from pipeline.writers.base import WriteJob
+
+if TYPE_CHECKING:  # pipeline.linecrops loads libvips: only when a dataset is written
+    from pipeline.linecrops import CropFormat
 
 #: crops added between two writes of the output (each write is a worker-thread call)
 FLUSH_EVERY = 64
@@ -101,7 +103,9 @@ class Dataset:
     ) -> None:
         self.target, self.image, self.lines, self.on_error = target, image, lines, on_error
         self.prefix, self.spill_dir = prefix, spill_dir
-        self.format = CropFormat.from_options(image, lines.mask)
+        from pipeline.linecrops import CropFormat
+
+        self.format: CropFormat = CropFormat.from_options(image, lines.mask)
         self.summary = DatasetSummary(options)
         self._spools: dict[str | None, IO[bytes]] = {}
         self._when: Any = None
@@ -123,6 +127,8 @@ class Dataset:
                 plan = plan_page(part, document, regions, types, self.lines)
                 pending.append((plan, split_of(self.lines, document, part)))
                 yield part, plan.crops
+
+        from pipeline.linecrops import CropStage
 
         count = 0
         async with CropStage(self.format, self.lines.mask, lookahead=self.image.lookahead) as stage:
