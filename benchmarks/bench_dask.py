@@ -38,6 +38,7 @@ from pathlib import Path
 
 from distributed import Client, LocalCluster
 
+from benchmarks.compare import compile_bytecode
 from pipeline.demo import build_demo
 
 #: (name, outputs TOML, speed floor of Dask over in-process)
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--only", type=int, choices=(1, 2), help="run only job 1 (no images) or 2 (images)")
     args = ap.parse_args(argv)
+    compile_bytecode()  # as an installed package has it: workers and coordinator alike
     results: dict[str, object] = {"load_before": os.getloadavg()}
     missed = []
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp:

@@ -17,6 +17,7 @@ Dask executor starts.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -260,6 +261,8 @@ class DaskExecutor:
         return self
 
     def _start(self) -> None:
+        if self.scheduler is None:  # its workers' parent starts importing now, on another core
+            _start_forkserver()
         distributed = _distributed()
         import dask
 
@@ -270,7 +273,6 @@ class DaskExecutor:
                 settings = {"distributed.scheduler.allowed-failures": self.retries,
                             "distributed.worker.multiprocessing-method": "forkserver"}
                 with dask.config.set(settings):
-                    _preload_forkserver()
                     self._cluster = distributed.LocalCluster(
                         n_workers=self.workers, processes=True, threads_per_worker=1,
                         memory_limit=self.memory_limit or "auto", dashboard_address=":0",
@@ -346,14 +348,29 @@ def _loop_caller(done: Done) -> Callable[[ExportWork, Outcome], None]:
     return call
 
 
-def _preload_forkserver() -> None:
-    """Workers forked from one server process that imported Dask and the export's modules once,
-    rather than each importing them after its own interpreter starts (spawn): on a loaded 2-core
-    machine this halved the start-up of a 2-worker cluster. The server has no threads when it
-    forks (libvips starts none at import), so forking it is safe."""
-    from distributed.utils import get_mp_context
+#: what a worker imports before its first task: Dask, this module (and through it the export and
+#: every format's writer), and the corpus reader
+WORKER_MODULES = ("distributed", __name__, "pipeline.sources.sqlite")
 
-    get_mp_context().set_forkserver_preload(["distributed", __name__])
+
+def _start_forkserver() -> None:
+    """Start the process the local cluster's workers will be forked from, importing
+    :data:`WORKER_MODULES` once, before this process imports Dask: its imports then run on
+    another core while this one imports Dask and plans the job, and each worker is forked ready
+    rather than importing them after its own interpreter starts (spawn, Dask's default). The
+    server has no threads when it forks (libvips, which is not in it, would start some)."""
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
+    multiprocessing.forkserver.ensure_running()
+
+
+def dask_setup(worker: object) -> None:
+    """Dask's preload hook (``dask worker --preload pipeline.jobs.executors``): a standing
+    cluster's workers import what a task needs when they start, not in their first task."""
+    for module in WORKER_MODULES[1:]:
+        importlib.import_module(module)
 
 
 def _distributed() -> Any:
