@@ -276,7 +276,7 @@ class DaskExecutor:
                     self._cluster = distributed.LocalCluster(
                         n_workers=self.workers, processes=True, threads_per_worker=1,
                         memory_limit=self.memory_limit or "auto", dashboard_address=":0",
-                        silence_logs=logging.ERROR, preload=[__name__],
+                        silence_logs=logging.ERROR, preload=[__name__], env=_worker_env(self.workers),
                     )
                 self._client = distributed.Client(self._cluster)
         except (OSError, TimeoutError) as exc:
@@ -364,6 +364,15 @@ def _start_forkserver() -> None:
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(list(WORKER_MODULES))
     multiprocessing.forkserver.ensure_running()
+
+
+def _worker_env(workers: int) -> dict[str, str]:
+    """libvips' threads per worker: the cores shared between the workers (libvips takes every
+    core in each process by default, so two workers ran twice as many threads as cores), unless
+    VIPS_CONCURRENCY is set already."""
+    if "VIPS_CONCURRENCY" in os.environ:
+        return {}
+    return {"VIPS_CONCURRENCY": str(max(1, _cores() // workers))}
 
 
 def dask_setup(worker: object) -> None:
