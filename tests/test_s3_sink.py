@@ -36,6 +36,25 @@ def test_multipart_upload_appears_only_on_commit(s3_env: S3Env) -> None:
     assert s3_env.uploads() == []
 
 
+def test_a_buffer_reused_after_write_is_uploaded_as_it_was(s3_env: S3Env) -> None:
+    """The archive hands the sink views of read buffers it refills once ``write`` returns; the
+    object must hold what each write said, not what the buffer held later."""
+    sink = s3.open_s3_sink(s3_env.url + "reused.zip", None)
+    buffer = bytearray(3 * TEST_PART_SIZE)
+    expected = bytearray()
+    for i, block in enumerate(_blocks(12 * TEST_PART_SIZE, seed=7)):
+        size = len(block) if i % 3 else min(len(buffer), len(block) * 2)
+        data = (block * 2)[:size]
+        buffer[:size] = data
+        sink.write(memoryview(buffer)[:size])
+        expected += data
+        buffer[:size] = bytes(size)  # the caller's next read overwrites it
+    sink.commit()
+    body = s3_env.read("reused.zip")
+    assert len(body) == len(expected) and body == expected
+    assert sink.sha256 == hashlib.sha256(body).hexdigest()
+
+
 def test_abort_leaves_no_object_and_no_upload(s3_env: S3Env) -> None:
     sink = s3.open_s3_sink(s3_env.url + "x.zip", None)
     for block in _blocks(3 * TEST_PART_SIZE):

@@ -431,7 +431,9 @@ class S3Sink(ByteSink):
             self._writer = obstore.open_writer(self._store, self.url.key, buffer_size=self._part,
                                                max_concurrency=CONCURRENCY)
             data, self._head = self._head, bytearray()
-        self._writer.write(data)
+        # obstore keeps the buffer it is given until the part is uploaded, without a copy, and
+        # callers reuse theirs once write returns (the archive's read buffers): copy it
+        self._writer.write(data if isinstance(data, bytes) else bytes(data))
 
     def commit(self) -> str:
         """Complete the upload; if that fails, abort it (nothing appears) and raise OutputError."""
