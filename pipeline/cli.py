@@ -368,10 +368,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         corpus=args.corpus, registry=registry, data=Path(args.data or registry.with_suffix(".serve")),
         media_root=args.media_root, webhook=args.webhook, limit=args.max_exports,
-        secure_cookies=args.secure_cookies)
+        secure_cookies=args.secure_cookies, output=args.exports, s3_downloads=args.s3_downloads)
     app = create_app(config)
     log.info("serving %s on http://%s:%d/ (registry %s, exports in %s)", args.corpus, args.host, args.port,
-             registry, config.exports)
+             registry, config.store)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
                 timeout_graceful_shutdown=10)
     return 0
@@ -595,6 +595,14 @@ def build_parser(*, options: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--max-exports", type=int, default=3, metavar="N",
                    help="exports one user may run at once, on the fly included (default: 3)")
     p.add_argument("--secure-cookies", action="store_true", help="session cookie only over HTTPS")
+    p.add_argument("--exports", metavar="DIR|s3://BUCKET/PREFIX/",
+                   help="where the archives are stored (default: DATA/exports/); thumbnails and "
+                   "temporary files stay under --data")
+    p.add_argument("--s3-downloads", choices=("redirect", "stream"), default="redirect",
+                   help="an archive on S3 is downloaded by a 307 to a presigned URL valid 5 minutes "
+                   "(default: the bytes go from S3 to the client) or streamed through this server "
+                   "(stream: for buckets the clients cannot reach)")
+    add_s3_endpoint(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("users", help="users of pipeline serve and their API tokens")

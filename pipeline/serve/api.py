@@ -15,14 +15,14 @@ import anyio
 from pydantic import TypeAdapter, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pipeline.errors import UsageError
 from pipeline.model import Document, Part
 from pipeline.options import STRICT, ExportOptions, parse_pages
 from pipeline.serve import auth
-from pipeline.serve.service import NotFound, field_names, options_from_fields
+from pipeline.serve.service import NotFound, Stored, field_names, media_type, options_from_fields
 
 #: query fields of an on-the-fly export that are not options
 PAGES = "parts"
@@ -189,7 +189,9 @@ async def create_link(request: Request) -> Response:
 
 async def download(request: Request) -> Response:
     """The permanent link: the owner's (token or session), or anyone's with a valid signed link.
-    Range requests, If-Range and resumed downloads are FileResponse's; the ETag is the sha256."""
+    A local file: Range requests, If-Range and resumed downloads are FileResponse's; the ETag is
+    the sha256. An S3 object, once checked against the record: a 307 to a presigned GET (the
+    server's ``--s3-downloads redirect``) or streamed through with the same headers (``stream``)."""
     svc = auth.service(request)
     export_id = request.path_params["export"]
     params = request.query_params
@@ -201,10 +203,66 @@ async def download(request: Request) -> Response:
             raise NotFound(f"no export {export_id}")
     else:
         owned = svc.find(auth.user(request), export_id)
-    path, record = svc.file(owned)  # Conflict (409) until complete, NotFound once its file is gone
-    return _Download(path, filename=path.name, media_type=_media(path.name), headers={
-        "ETag": f'"{record.sha256}"', "Cache-Control": "private, no-cache",
-        "Digest": f"sha-256={record.sha256}"})
+    stored = svc.file(owned)  # Conflict (409) until complete, Gone (410) once its file is
+    record = stored.record
+    headers = {"ETag": f'"{record.sha256}"', "Cache-Control": "private, no-cache",
+               "Digest": f"sha-256={record.sha256}"}
+    if stored.path is not None:
+        return _Download(stored.path, filename=stored.name, media_type=media_type(stored.name),
+                         headers=headers)
+    await svc.check_object(stored)  # Gone (410), Changed (409), Unavailable (502): before any link
+    if svc.config.s3_downloads == "redirect" and "if-range" not in request.headers:
+        # S3 cannot judge an If-Range with our ETag (the sha256, not its own): those are streamed
+        return RedirectResponse(svc.presigned(stored), status_code=307, headers={"Cache-Control": "no-store"})
+    return _stream_object(request, stored, headers)
+
+
+def _stream_object(request: Request, stored: Stored, headers: dict[str, str]) -> Response:
+    """The object streamed through, as :class:`FileResponse` sends a file: Content-Length, one
+    byte range (206, or 416 with the size) unless If-Range names another ETag; the bytes come
+    from a ranged GET, If-Match its recorded ETag, read as fast as the client takes them."""
+    from pipeline.sinks import s3
+
+    size = stored.record.size or 0
+    start, end, status = 0, size, 200
+    wanted = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if wanted is not None and (if_range is None or if_range == headers["ETag"]):
+        found = byte_range(wanted, size)
+        if found == "unsatisfiable":
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if found is not None:
+            (start, end), status = found, 206
+            headers = headers | {"Content-Range": f"bytes {start}-{end - 1}/{size}"}
+    headers = headers | {"Content-Length": str(end - start), "Accept-Ranges": "bytes",
+                         "Content-Disposition": f'attachment; filename="{stored.name}"'}
+    if request.method == "HEAD" or start == end:
+        return Response(status_code=status, headers=headers, media_type=media_type(stored.name))
+    etag = stored.record.etag
+    body = s3.read_range(stored.location, start, end, etag=etag, chunk=_Download.chunk_size)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type(stored.name))
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """One ``bytes=`` range of ``Range`` as (start, end exclusive); ``"unsatisfiable"`` when it
+    starts beyond the end; None for what is ignored (RFC 9110: another unit, bad syntax, several
+    ranges: the whole archive is sent)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = (p.strip() for p in spec.partition("-"))
+    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == "") \
+            or first == last == "" or max(len(first), len(last)) > 18:
+        return None
+    if first == "":  # the last N bytes
+        count = int(last)
+        return "unsatisfiable" if count == 0 or size == 0 else (max(size - count, 0), size)
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(int(last) + 1, size) if last else size
 
 
 class _Download(FileResponse):
@@ -212,10 +270,6 @@ class _Download(FileResponse):
     back, which costs more than the copy at loopback speeds."""
 
     chunk_size = 1 << 20
-
-
-def _media(name: str) -> str:
-    return "application/zip" if name.endswith(".zip") else "text/plain; charset=utf-8"
 
 
 async def health(request: Request) -> Response:
@@ -330,8 +384,9 @@ def openapi_document() -> dict[str, Any]:
                         "$ref": "#/components/schemas/ExportRequest"}}}})},
             "/api/exports/{export}": {
                 "get": op("one export", {"200": json_export, "404": error}, parameters=[export_id]),
-                "delete": op("stop and delete an export and its file", {
-                    "204": {"description": "deleted"}, "404": error}, parameters=[export_id])},
+                "delete": op("stop and delete an export and its file (or S3 object)", {
+                    "204": {"description": "deleted"}, "404": error, "502": error},
+                    parameters=[export_id])},
             "/api/exports/{export}/events": {"get": op(
                 "progress as server-sent events", {"200": {"description": "text/event-stream"},
                                                     "404": error}, parameters=[export_id])},
@@ -341,9 +396,17 @@ def openapi_document() -> dict[str, Any]:
                 parameters=[export_id], requestBody={"required": False, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/LinkRequest"}}}})},
             "/exports/{export}/download": {"get": op(
-                "the permanent link (Range, If-Range, ETag = sha256)", {
+                "the permanent link (Range, If-Range, ETag = sha256); an archive kept on S3 is "
+                "streamed through or redirected to a presigned GET, as the server is configured", {
                     "200": {"description": "the file"}, "206": {"description": "a range"},
-                    "404": error, "409": error, "416": {"description": "bad range"}},
+                    "307": {"description": "an archive on S3: GET the Location (a presigned URL "
+                            "valid a few minutes) for the bytes", "headers": {"Location": {
+                                "schema": {"type": "string"}}}},
+                    "404": error, "409": {"description": "not complete yet, or its object on S3 "
+                                          "was replaced since the export", "content": error["content"]},
+                    "410": {"description": "its file or object is gone", "content": error["content"]},
+                    "416": {"description": "bad range"},
+                    "502": {"description": "S3 did not answer", "content": error["content"]}},
                 parameters=[export_id,
                             {"name": "expires", "in": "query", "required": False,
                              "schema": {"type": "string"}},

@@ -20,7 +20,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from pipeline.errors import PipelineError, UsageError
 from pipeline.serve import api, pages
 from pipeline.serve.auth import Forbidden, Unauthorized
-from pipeline.serve.service import Conflict, NotFound, ServeConfig, Service, TooMany
+from pipeline.serve.service import Conflict, Gone, NotFound, ServeConfig, Service, TooMany, Unavailable
 
 SESSION_COOKIE = "pipeline_session"
 SESSION_AGE = timedelta(days=14)
@@ -74,7 +74,8 @@ async def _forbidden(request: Request, exc: Exception) -> Response:
 
 async def _pipeline_error(request: Request, exc: Exception) -> Response:
     status = (404 if isinstance(exc, NotFound) else 429 if isinstance(exc, TooMany)
-              else 409 if isinstance(exc, Conflict) else 400 if isinstance(exc, UsageError) else 500)
+              else 409 if isinstance(exc, Conflict) else 410 if isinstance(exc, Gone)
+              else 502 if isinstance(exc, Unavailable) else 400 if isinstance(exc, UsageError) else 500)
     return _error(request, status, " ".join(str(exc).split()))
 
 

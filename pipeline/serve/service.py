@@ -53,6 +53,23 @@ class Conflict(PipelineError):
     """The export is not in a state that allows it (not complete yet, still running)."""
 
 
+class Gone(PipelineError):
+    """The export is recorded complete but its archive is no longer where it was stored (410)."""
+
+
+class Changed(Conflict):
+    """The stored archive is not the export's any more (another size or ETag): its bytes are
+    never sent (409)."""
+
+
+class Unavailable(PipelineError):
+    """The store holding the archive (S3) did not answer or refused us (502)."""
+
+
+#: how ``/exports/{id}/download`` sends an archive kept on S3
+S3_DOWNLOADS = ("redirect", "stream")
+
+
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     """The server's settings (``pipeline serve`` flags)."""
@@ -64,6 +81,23 @@ class ServeConfig:
     webhook: str | None = None
     limit: int = 3  #: concurrent exports (background and on the fly) per user
     secure_cookies: bool = False
+    #: where exports are stored: None (``data/exports``), a folder, or ``s3://bucket/prefix/``
+    output: str | None = None
+    #: an archive on S3 is downloaded by a presigned ``redirect`` or streamed through (``stream``)
+    s3_downloads: str = "redirect"
+    #: how long a presigned URL works: a redirect is followed at once, so short
+    presign_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        if self.s3_downloads not in S3_DOWNLOADS:
+            raise UsageError(f"s3 downloads: {', '.join(S3_DOWNLOADS)}, not {self.s3_downloads!r}")
+        if not 1 <= self.presign_seconds <= 3600:
+            raise UsageError("presigned URLs: 1 to 3600 seconds")
+
+    @property
+    def store(self) -> str:
+        """Where the exports are written (``open_sink`` target, in folder mode)."""
+        return self.output if self.output is not None else str(self.exports) + os.sep
 
     @property
     def exports(self) -> Path:
@@ -72,6 +106,23 @@ class ServeConfig:
     @property
     def thumbnails(self) -> Path:
         return self.data / "thumbnails"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A complete export's archive: where it is and what the registry says it holds."""
+
+    record: ExportRecord
+    location: str  #: a local path or a URL (``s3://bucket/key``)
+
+    @property
+    def name(self) -> str:
+        return self.location.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path | None:
+        """The local file, or None when it is kept elsewhere (a URL)."""
+        return None if "://" in self.location else Path(self.location)
 
 
 @dataclass
@@ -123,8 +174,9 @@ class _Counting:
 class Service:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        config.exports.mkdir(parents=True, exist_ok=True)
+        config.exports.mkdir(parents=True, exist_ok=True)  # also the exports' scratch space
         config.thumbnails.mkdir(parents=True, exist_ok=True)
+        _check_store(config.store)
         self.registry = Registry(config.registry)
         self.accounts = Accounts(config.registry)
         self.active: dict[str, Progress] = {}
@@ -238,7 +290,7 @@ class Service:
     async def _run(self, export_id: str, document: Document, options: ExportOptions,
                    progress: Progress) -> None:
         def opened(name: str) -> sinks.Sink:
-            progress.sink = sinks.open_sink(self.config.exports, name=name)
+            progress.sink = sinks.open_sink(self.config.store, name=name)
             return progress.sink
 
         status, error = "failed", None
@@ -328,18 +380,51 @@ class Service:
         }
         return out
 
-    def file(self, owned: Owned) -> tuple[Path, ExportRecord]:
-        """The finished export's file (Conflict while it is not complete, NotFound once deleted)."""
+    def file(self, owned: Owned) -> Stored:
+        """The finished export's archive (Conflict while it is not complete; Gone when its local
+        file is; an object on S3 is checked by :meth:`check_object`, when it is sent)."""
         record = self.record(owned.export_id)
         state = self.describe(owned, record)["status"]
         if record is None or state != "complete":
             raise Conflict(f"export {owned.export_id} is {state}, not complete")
-        if record.path and "://" in record.path:
-            raise Conflict(f"export {owned.export_id} is stored at {record.path.partition('://')[0]}://; "
-                           "this server serves local files only")
-        if not record.path or not Path(record.path).is_file():
-            raise NotFound(f"export {owned.export_id}: its file is gone")
-        return Path(record.path), record
+        if not record.path or record.path == "-":
+            raise Gone(f"export {owned.export_id}: it was not stored")
+        stored = Stored(record, record.path)
+        if stored.path is not None and not stored.path.is_file():
+            raise Gone(f"export {owned.export_id}: its file is gone")
+        if stored.path is None and not stored.location.startswith("s3://"):
+            raise Conflict(f"export {owned.export_id} is stored at {stored.location.partition('://')[0]}://, "
+                           "which this server cannot send")
+        return stored
+
+    async def check_object(self, stored: Stored) -> None:
+        """The S3 object is there and is the export's: its size and (when recorded) its ETag are
+        those of the record; else Gone or Changed, and Unavailable when S3 does not answer."""
+        from pipeline.sinks import s3
+
+        eid = stored.record.id
+        try:
+            info = await anyio.to_thread.run_sync(s3.head, stored.location)
+        except PipelineError as exc:
+            log.warning("export %s: %s", eid, exc)
+            raise Unavailable(f"export {eid}: its archive's store did not answer "
+                              f"({str(exc).partition(': ')[2] or exc})") from None
+        if info is None:
+            raise Gone(f"export {eid}: its archive is no longer in the bucket")
+        if info.size != stored.record.size or (stored.record.etag and info.etag != stored.record.etag):
+            raise Changed(f"export {eid}: the object in the bucket was replaced since the export "
+                          f"({info.size} bytes, ETag {info.etag}); it is not sent")
+
+    def presigned(self, stored: Stored) -> str:
+        """A short-lived URL that GETs the object from S3 (call only once the user may)."""
+        from pipeline.sinks import s3
+
+        try:
+            return s3.presigned_get(stored.location, self.config.presign_seconds, filename=stored.name,
+                                    media_type=media_type(stored.name))
+        except PipelineError as exc:
+            log.warning("export %s: %s", stored.record.id, exc)
+            raise Unavailable(f"export {stored.record.id}: cannot sign a link to its archive") from None
 
     async def delete(self, owned: Owned) -> None:
         """Stop the export if it runs, then remove its file and its records."""
@@ -349,7 +434,11 @@ class Service:
             await progress.finished.wait()
         record = self.record(owned.export_id)
         if record is not None and record.path and record.status == "complete":
-            await anyio.to_thread.run_sync(sinks.remove, record.path)
+            try:
+                await anyio.to_thread.run_sync(sinks.remove, record.path)
+            except PipelineError as exc:  # the records stay: deleting again tries again
+                raise Unavailable(f"export {owned.export_id}: its archive cannot be removed "
+                                  f"({str(exc).partition(': ')[2] or exc})") from None
         if record is not None:
             self.registry.delete([owned.export_id])
         self.accounts.forget(owned.export_id)
@@ -402,6 +491,24 @@ class Service:
         if "sink" not in state:
             raise state.get("error") or RuntimeError("the export ended before it began")
         return state["sink"].location, state["sink"]
+
+
+def _check_store(store: str) -> None:
+    """Refuse, before serving, a store the exports could not be written to: S3 needs a folder
+    (``s3://bucket/prefix/``) of a bucket that answers; a local folder is made."""
+    if "://" not in store:
+        Path(store).mkdir(parents=True, exist_ok=True)
+        return
+    from pipeline.sinks import s3
+
+    url = s3.S3Url.parse(store)  # UsageError for another scheme
+    if not url.is_folder:
+        raise UsageError(f"{store}: exports go into a folder: end it with /")
+    s3.check_bucket(url)
+
+
+def media_type(name: str) -> str:
+    return "application/zip" if name.endswith(".zip") else "text/plain; charset=utf-8"
 
 
 def check(document: Document, options: ExportOptions) -> None:

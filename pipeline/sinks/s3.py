@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -158,8 +158,8 @@ def _connect(_environment: tuple[str | None, ...]) -> Connection:
     if endpoint and "@" in endpoint:
         raise UsageError("S3 endpoint: put credentials in the environment or ~/.aws, not in the URL")
     config = botocore.config.Config(
-        region_name=region, retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10,
-        read_timeout=60, s3={"addressing_style": "path"} if endpoint else None,
+        region_name=region, signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=10, read_timeout=60, s3={"addressing_style": "path"} if endpoint else None,
     )
     client = session.create_client("s3", endpoint_url=endpoint, config=config)
     return Connection(client, endpoint, region, credentials)
@@ -377,6 +377,60 @@ class RangeReader:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def presigned_get(location: str, seconds: int, *, filename: str, media_type: str) -> str:
+    """A URL that GETs the object without credentials for ``seconds`` (SigV4, signed here with
+    no request to the server); the response is named ``filename`` (``Content-Disposition``) so
+    a browser saves it as the export, not as its key."""
+    url = S3Url.parse(location)
+    with _errors(url):
+        return str(connect().client.generate_presigned_url(
+            "get_object", ExpiresIn=seconds, Params={
+                "Bucket": url.bucket, "Key": url.key, "ResponseContentType": media_type,
+                "ResponseContentDisposition": f'attachment; filename="{filename}"'}))
+
+
+class ObjectChanged(OutputError):
+    """The object is not the one expected (its ETag differs): never send its bytes."""
+
+
+async def read_range(location: str, start: int, end: int, *, etag: str | None,
+                     chunk: int = READ_BLOCK) -> AsyncIterator[bytes]:
+    """The bytes ``start`` to ``end`` (exclusive) of the object, as they arrive, in chunks of about
+    ``chunk`` bytes: one ranged GET, read only as fast as the caller takes the chunks (memory: a
+    chunk), dropped when the caller stops. ``etag`` (If-Match) makes a replaced object fail
+    (:class:`ObjectChanged`) instead of mixing two objects' bytes. A GET that breaks after some
+    bytes arrived (the store's request timeout on a slow reader) goes on from there with another
+    ranged GET, still If-Match; one that breaks before any byte arrived raises OutputError."""
+    import obstore
+
+    url = S3Url.parse(location)
+    store = connect().store(url.bucket)
+    position = start
+    while position < end:
+        options: dict[str, Any] = {"range": (position, end)}
+        if etag:
+            options["if_match"] = etag
+        began = position
+        try:
+            result = await obstore.get_async(store, url.key, options=options)  # type: ignore[arg-type]
+            async for data in result.stream(min_chunk_size=chunk):
+                data = data[: end - position]
+                position += len(data)
+                yield data
+        except obstore.exceptions.PreconditionError:
+            raise ObjectChanged(f"{location}: the object was replaced") from None
+        except FileNotFoundError:
+            raise OutputError(f"{location}: no such object") from None
+        except OutputError:
+            raise
+        except Exception as exc:
+            if position == began:
+                raise OutputError(f"{location}: {reason(exc)}") from exc
+            continue  # bytes came, then the GET broke: on from where it stopped
+        if position == began:  # an empty answer: never loop on it
+            raise OutputError(f"{location}: the server sent no bytes from {position}")
 
 
 # --- the sink --------------------------------------------------------------------------------
