@@ -313,6 +313,61 @@ async def test_session_login_and_csrf(served: tuple[ServeConfig, dict[str, str]]
         assert (await client.get("/api/exports")).status_code == 401
 
 
+async def test_the_export_form_leaves_the_unit_to_the_format(
+        served: tuple[ServeConfig, dict[str, str]]) -> None:
+    """TEI from the web is one file per document unless the form asks for pages (the form used
+    to send unit=part always); the choice is the option model's ``unit``."""
+    config, tokens = served
+    async with app_client(config) as client:
+        csrf = csrf_of((await client.get("/login")).text)
+        await client.post("/login", data={"token": tokens["alice"], "csrf": csrf})
+        page = await client.get("/documents/1")
+        csrf = csrf_of(page.text)
+        assert '<option value="" selected>' in page.text and 'value="document"' in page.text
+        form = {"csrf": csrf, "format": "tei", "layer": "manual", "unit": "",
+                "region": ["1", "2", "3", "4", "5", "undefined", "orphan"]}
+        entries = {}
+        for unit in ("", "part", "document"):
+            posted = await client.post("/documents/1/export", data=form | {"unit": unit})
+            assert posted.status_code == 303, posted.text
+            done = await wait_done(client, posted.headers["location"].rsplit("/", 1)[1])
+            assert done["status"] == "complete" and done["options"]["unit"] == (unit or None), done
+            archive = await client.get(done["links"]["download"])
+            with zipfile.ZipFile(io.BytesIO(archive.content)) as zf:
+                entries[unit] = [n for n in zf.namelist() if n.endswith(".xml") and n != "METS.xml"]
+        assert len(entries[""]) == len(entries["document"]) == 1
+        assert len(entries["part"]) == 4
+
+
+async def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(
+        served: tuple[ServeConfig, dict[str, str]]) -> None:
+    """The cookie names a session kept server-side: after logging out, a copy of the still
+    validly signed cookie (another tab, a stolen one) is refused; revoking a user's tokens ends
+    their sessions too."""
+    config, tokens = served
+    async with app_client(config) as client, app_client(config) as other:
+        for name in ("alice", "bob"):
+            csrf = csrf_of((await client.get("/login")).text)
+            logged_in = await client.post("/login", data={"token": tokens[name], "csrf": csrf})
+            assert logged_in.status_code == 303
+            if name == "alice":
+                alice_cookie = client.cookies["pipeline_session"]
+                csrf = csrf_of((await client.get("/")).text)
+                other.cookies.set("pipeline_session", alice_cookie)
+                assert (await other.get("/api/exports")).status_code == 200  # a copy works...
+                assert (await client.post("/logout", data={"csrf": csrf})).status_code == 303
+                assert (await other.get("/api/exports")).status_code == 401  # ...until logout
+                refused = await other.get("/files")
+                assert refused.status_code == 303 and refused.headers["location"] == "/login"
+                assert (await client.get("/api/exports")).status_code == 401
+        assert "bob" in (await client.get("/")).text
+        bob_cookie = client.cookies["pipeline_session"]
+        assert bob_cookie != alice_cookie
+        assert await anyio.to_thread.run_sync(main, ["users", "revoke", "bob", "--registry",
+                                                     str(config.registry)]) == 0
+        assert (await client.get("/api/exports")).status_code == 401
+
+
 async def test_webhook_is_told_when_an_export_finishes(served: tuple[ServeConfig, dict[str, str]]) -> None:
     config, tokens = served
     with Webhook() as hook:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS pipeline_serve_export (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS pipeline_serve_export_user ON pipeline_serve_export (user_id, created_at);
+CREATE TABLE IF NOT EXISTS pipeline_session (
+    sha256 TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES pipeline_user (id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pipeline_serve_secret (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     secret TEXT NOT NULL
@@ -127,21 +132,43 @@ class Accounts:
         return token
 
     def revoke(self, name: str) -> int:
-        """Remove every token of ``name``; returns how many."""
+        """Remove every token of ``name``, and end their sessions (logged in with a token);
+        returns how many tokens."""
         user = self.user(name)
         count = self._execute("SELECT count(*) FROM pipeline_token WHERE user_id = ?", (user.id,))[0][0]
         self._execute("DELETE FROM pipeline_token WHERE user_id = ?", (user.id,))
+        self._execute("DELETE FROM pipeline_session WHERE user_id = ?", (user.id,))
         return int(count)
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def open_session(self, user: User, max_age: timedelta) -> str:
+        """A new session of ``user`` (its id goes into the signed cookie; only its sha256 is
+        kept here); sessions older than ``max_age`` are dropped on the way."""
+        session = secrets.token_urlsafe(32)
+        limit = (datetime.now(UTC) - max_age).isoformat(timespec="seconds")
+        self._execute("DELETE FROM pipeline_session WHERE created_at < ?", (limit,))
+        self._execute("INSERT INTO pipeline_session (sha256, user_id, created_at) VALUES (?, ?, ?)",
+                      (_digest(session), user.id, _now()))
+        return session
+
+    def session_user(self, session: str, max_age: timedelta) -> User | None:
+        """The user of a session still open (not logged out, not older than ``max_age``)."""
+        limit = (datetime.now(UTC) - max_age).isoformat(timespec="seconds")
+        rows = self._execute("SELECT u.id, u.name FROM pipeline_session s JOIN pipeline_user u"
+                             " ON u.id = s.user_id WHERE s.sha256 = ? AND s.created_at >= ?",
+                             (_digest(session), limit))
+        return User(*rows[0]) if rows else None
+
+    def close_session(self, session: str) -> None:
+        """Log out: the session's cookie is worth nothing from now on, wherever a copy of it is."""
+        self._execute("DELETE FROM pipeline_session WHERE sha256 = ?", (_digest(session),))
 
     def user(self, name: str) -> User:
         rows = self._execute("SELECT id, name FROM pipeline_user WHERE name = ?", (name,))
         if not rows:
             raise UsageError(f"{self.path}: no user {name!r}")
         return User(*rows[0])
-
-    def user_by_id(self, user_id: int) -> User | None:
-        rows = self._execute("SELECT id, name FROM pipeline_user WHERE id = ?", (user_id,))
-        return User(*rows[0]) if rows else None
 
     def users(self) -> Iterator[tuple[User, int]]:
         """Every user with their number of tokens."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from html import escape
 
 import anyio
@@ -19,11 +18,10 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from pipeline.errors import PipelineError, UsageError
 from pipeline.serve import api, pages
-from pipeline.serve.auth import Forbidden, Unauthorized
+from pipeline.serve.auth import SESSION_AGE, Forbidden, Unauthorized
 from pipeline.serve.service import Conflict, Gone, NotFound, ServeConfig, Service, TooMany, Unavailable
 
 SESSION_COOKIE = "pipeline_session"
-SESSION_AGE = timedelta(days=14)
 
 
 def create_app(config: ServeConfig) -> Starlette:

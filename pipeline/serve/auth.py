@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import timedelta
 
 from starlette.requests import Request
 
@@ -19,6 +20,9 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 #: a signed link lives at most this long
 MAX_LINK_SECONDS = 7 * 24 * 3600
+#: the session cookie's key naming the server-side session, and how long a session lasts
+SESSION_KEY = "session"
+SESSION_AGE = timedelta(days=14)
 
 
 class Unauthorized(Exception):
@@ -44,8 +48,9 @@ def bearer(request: Request) -> str | None:
 
 
 def user(request: Request) -> User:
-    """The asking user (Unauthorized if none). A token wins over a session cookie; a session
-    whose user was removed is no session."""
+    """The asking user (Unauthorized if none). A token wins over a session cookie; the cookie
+    names a session kept server-side, so one logged out (or whose user's tokens were revoked, or
+    whose user was removed) is no session, even if a copy of the cookie is still signed."""
     token = bearer(request)
     accounts = service(request).accounts
     if token is not None:
@@ -54,8 +59,8 @@ def user(request: Request) -> User:
             raise Unauthorized("unknown or revoked token")
         request.state.via = "token"
         return found
-    user_id = request.session.get("user")
-    found = accounts.user_by_id(user_id) if isinstance(user_id, int) else None
+    session = request.session.get(SESSION_KEY)
+    found = accounts.session_user(session, SESSION_AGE) if isinstance(session, str) else None
     if found is None:
         raise Unauthorized("log in, or send an API token")
     request.state.via = "session"
@@ -85,6 +90,20 @@ async def check_csrf(request: Request) -> None:
         given = value if isinstance(value, str) else None
     if not isinstance(expected, str) or not given or not same(expected, given):
         raise Forbidden("missing or wrong CSRF token (reload the page)")
+
+
+def log_in(request: Request, user: User) -> None:
+    """A new session for ``user``: a new cookie (and so a new CSRF token) naming it."""
+    request.session.clear()
+    request.session[SESSION_KEY] = service(request).accounts.open_session(user, SESSION_AGE)
+
+
+def log_out(request: Request) -> None:
+    """End the session server-side (a copy of the cookie no longer works) and clear the cookie."""
+    session = request.session.get(SESSION_KEY)
+    if isinstance(session, str):
+        service(request).accounts.close_session(session)
+    request.session.clear()
 
 
 def signed_link(secret: str, export_id: str, seconds: int, *, now: float | None = None) -> tuple[str, int]:

@@ -115,14 +115,13 @@ async def login(request: Request) -> Response:
     user = auth.service(request).accounts.authenticate(token) if isinstance(token, str) and token else None
     if user is None:
         return RedirectResponse("/login?error=1", status_code=303)
-    request.session.clear()  # a new session id and CSRF token for the logged-in user
-    request.session["user"] = user.id
+    auth.log_in(request, user)  # a new session and CSRF token for the logged-in user
     return RedirectResponse("/", status_code=303)
 
 
 async def logout(request: Request) -> Response:
     await auth.check_csrf(request)
-    request.session.clear()
+    auth.log_out(request)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -145,6 +144,14 @@ def _choice(name: str, values: list[tuple[str, str]], checked: str) -> str:
 def _select(name: str, values: list[str], chosen: str) -> str:
     options = "".join(f'<option{" selected" if v == chosen else ""}>{escape(v)}</option>' for v in values)
     return f'<select name="{name}">{options}</select>'
+
+
+def _units() -> str:
+    """The ``unit`` option: left unset by default, so each format keeps its own default."""
+    labels = [("", "(the format's default)"), ("part", "page"), ("document", "document")]
+    options = "".join(f'<option value="{v}"{" selected" if not v else ""}>{escape(label)}</option>'
+                      for v, label in labels)
+    return f'<select name="unit">{options}</select>'
 
 
 async def document_page(request: Request) -> Response:
@@ -179,6 +186,7 @@ async def document_page(request: Request) -> Response:
 <p>Format: {_choice("format", [(f, FORMAT_LABELS.get(f, f)) for f in formats], "alto")}</p>
 <p><label><input type="checkbox" name="images" value="true"> Include images</label></p>
 <p>Region types: {region_boxes}</p>
+<p>One file per {_units()} <small>(TEI: a document by default; exchange: a page)</small></p>
 </fieldset>
 <fieldset><legend>Images</legend>
 Format {_select("image-format", list(supported_image_formats()), ORIGINAL)}
@@ -187,7 +195,6 @@ Format {_select("image-format", list(supported_image_formats()), ORIGINAL)}
 <label>A bad image {_select("on-error", ["fail", "skip"], "fail")}</label>
 </fieldset>
 <fieldset><legend>Exchange archives</legend>
-Texts {_select("unit", ["part", "document"], "part")}
 Offsets {_select("offset-unit", ["codepoint", "utf16"], "codepoint")}
 </fieldset>
 <button id="export-button">Export</button>
