@@ -40,6 +40,7 @@ from distributed import Client, LocalCluster
 
 from benchmarks.compare import compile_bytecode
 from pipeline.demo import build_demo
+from pipeline.jobs.executors import worker_env
 
 #: (name, outputs TOML, speed floor of Dask over in-process)
 JOBS = (
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                    image_size=(1240, 1754), seed=1)
         cluster = LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1,
                                dashboard_address=":0", silence_logs=logging.ERROR,
-                               preload=["pipeline.jobs.executors"])
+                               preload=["pipeline.jobs.executors"], env=worker_env(args.workers))
         client = Client(cluster)
         started = f"dask, {args.workers} workers started by the job"
         contenders = {REFERENCE: ["--executor", "local"], started: ["--workers", str(args.workers)],

@@ -276,7 +276,7 @@ class DaskExecutor:
                     self._cluster = distributed.LocalCluster(
                         n_workers=self.workers, processes=True, threads_per_worker=1,
                         memory_limit=self.memory_limit or "auto", dashboard_address=":0",
-                        silence_logs=logging.ERROR, preload=[__name__], env=_worker_env(self.workers),
+                        silence_logs=logging.ERROR, preload=[__name__], env=worker_env(self.workers),
                     )
                 self._client = distributed.Client(self._cluster)
         except (OSError, TimeoutError) as exc:
@@ -315,13 +315,9 @@ class DaskExecutor:
         from distributed import as_completed
 
         client = self.client
-        by_key = {}
-        futures = []
-        for work in works:  # a key of its own per run: never a result cached from another job
-            future = client.submit(run_work, work, key=f"export-{work.key}-{uuid.uuid4().hex}",
-                                   pure=False, retries=self.retries)
-            by_key[future.key] = work
-            futures.append(future)
+        keys = [f"export-{work.key}-{uuid.uuid4().hex}" for work in works]  # never a cached result
+        futures = client.map(run_work, works, key=keys, pure=False, retries=self.retries)  # one message
+        by_key = dict(zip(keys, works, strict=True))
         for future in as_completed(futures):
             work = by_key[future.key]
             try:
@@ -366,7 +362,7 @@ def _start_forkserver() -> None:
     multiprocessing.forkserver.ensure_running()
 
 
-def _worker_env(workers: int) -> dict[str, str]:
+def worker_env(workers: int) -> dict[str, str]:
     """libvips' threads per worker: the cores shared between the workers (libvips takes every
     core in each process by default, so two workers ran twice as many threads as cores), unless
     VIPS_CONCURRENCY is set already."""
@@ -423,4 +419,4 @@ def early_executor(
 
 
 __all__ = ["DaskExecutor", "Executor", "ExportWork", "LocalExecutor", "Outcome", "early_executor",
-           "export_work", "make_executor", "run_work"]
+           "export_work", "make_executor", "run_work", "worker_env"]
