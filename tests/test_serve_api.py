@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.demo import build_demo
 from pipeline.registry import Registry
-from pipeline.serve import ServeConfig
+from pipeline.serve import ServeConfig, files
 from pipeline.serve.auth import signed_link
 from tests.serve_helpers import Webhook, app_client, csrf_of, make_users, wait_done
 
@@ -441,3 +442,75 @@ async def test_serves_each_store(demo_store: Any, tmp_path: Path) -> None:
         saved = tmp_path / done["name"]
         saved.write_bytes(archive.content)
     assert main(["verify", str(saved)]) == 0
+
+
+def _evict(path: Path) -> None:
+    """Drop the file's pages from the page cache (written back first), so reads go to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise to empty the page cache")
+async def test_downloads_read_from_the_page_cache_or_the_disk_alike(
+        served: tuple[ServeConfig, dict[str, str]]) -> None:
+    """A permanent link reads its file from the page cache in the event loop, and from the disk
+    in a thread when the cache does not hold it: the same bytes either way, whole or in ranges
+    that cross the chunks' boundaries."""
+    config, tokens = served
+    async with app_client(config, tokens["alice"]) as client:
+        done = await _export(client, options={"format": "alto", "images": True})
+        path = Path(Registry(config.registry).get(done["id"]).path or "")
+        size, url = done["size"], done["links"]["download"]
+        cold_pages = 0
+        for state in ("evicted", "cached"):
+            if state == "evicted":
+                _evict(path)
+                fd = os.open(path, os.O_RDONLY)
+                try:  # evicted indeed (the disk path is taken), unless RWF_NOWAIT does not exist
+                    cold_pages = sum(not files.cached(fd, offset, 4096)
+                                     for offset in range(0, size, 1 << 16))
+                finally:
+                    os.close(fd)
+            full = await client.get(url)
+            assert full.status_code == 200, state
+            assert hashlib.sha256(full.content).hexdigest() == done["sha256"], state
+            start, end = size // 3, size - 7
+            part = await client.get(url, headers={"Range": f"bytes={start}-{end - 1}"})
+            assert part.status_code == 206 and part.content == full.content[start:end], state
+            # an odd chunk size: no read aligned on a page
+            chunks = [bytes(c) async for c in files.read_file(path, 1, size, chunk=65_521)]
+            assert b"".join(chunks) == full.content[1:] and max(map(len, chunks)) == 65_521, state
+        assert cold_pages > 0 or not hasattr(os, "RWF_NOWAIT") or _in_memory(path)
+
+
+def _in_memory(path: Path) -> bool:
+    """Whether ``path`` is on a file system kept in memory (tmpfs), whose pages cannot be evicted."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    best = max((m for m in mounts if path.resolve().is_relative_to(m[1])), key=lambda m: len(m[1]))
+    return best[2] in ("tmpfs", "ramfs")
+
+
+async def test_a_local_archive_replaced_or_cut_short_is_never_sent(
+        served: tuple[ServeConfig, dict[str, str]]) -> None:
+    """The archive's size is checked against the registry before any byte is sent: another file
+    at its path is a 409 naming both sizes; a file that ends before the bytes it was asked for
+    raises (the response is then cut short, fewer bytes than its Content-Length), never pads."""
+    config, tokens = served
+    async with app_client(config, tokens["alice"]) as client:
+        done = await _export(client, options={"format": "text"})
+        path = Path(Registry(config.registry).get(done["id"]).path or "")
+        url = done["links"]["download"]
+        original = path.read_bytes()
+        path.write_bytes(original + b"appended")
+        replaced = await client.get(url)
+        assert replaced.status_code == 409 and "replaced" in replaced.json()["error"], replaced.text
+        assert f"{len(original) + 8:,} bytes" in replaced.json()["error"]
+        path.write_bytes(original)
+        assert (await client.get(url)).content == original
+    with pytest.raises(OSError, match="ends at"):
+        async for _ in files.read_file(path, 0, len(original) + 1):
+            pass

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from pipeline.errors import UsageError
 from pipeline.model import Document, Part
 from pipeline.options import STRICT, ExportOptions, parse_pages
-from pipeline.serve import auth
+from pipeline.serve import auth, files
 from pipeline.serve.service import NotFound, Stored, field_names, media_type, options_from_fields
 
 #: query fields of an on-the-fly export that are not options
@@ -189,9 +189,9 @@ async def create_link(request: Request) -> Response:
 
 async def download(request: Request) -> Response:
     """The permanent link: the owner's (token or session), or anyone's with a valid signed link.
-    A local file: Range requests, If-Range and resumed downloads are FileResponse's; the ETag is
-    the sha256. An S3 object, once checked against the record: a 307 to a presigned GET (the
-    server's ``--s3-downloads redirect``) or streamed through with the same headers (``stream``)."""
+    The ETag is the sha256; Range, If-Range and resumed downloads as :func:`_send` says. An S3
+    object, once checked against the record: a 307 to a presigned GET (the server's
+    ``--s3-downloads redirect``) or streamed through with the same headers (``stream``)."""
     svc = auth.service(request)
     export_id = request.path_params["export"]
     params = request.query_params
@@ -207,22 +207,20 @@ async def download(request: Request) -> Response:
     record = stored.record
     headers = {"ETag": f'"{record.sha256}"', "Cache-Control": "private, no-cache",
                "Digest": f"sha-256={record.sha256}"}
-    if stored.path is not None:
-        return _Download(stored.path, filename=stored.name, media_type=media_type(stored.name),
-                         headers=headers)
-    await svc.check_object(stored)  # Gone (410), Changed (409), Unavailable (502): before any link
-    if svc.config.s3_downloads == "redirect" and "if-range" not in request.headers:
-        # S3 cannot judge an If-Range with our ETag (the sha256, not its own): those are streamed
-        return RedirectResponse(svc.presigned(stored), status_code=307, headers={"Cache-Control": "no-store"})
-    return _stream_object(request, stored, headers)
+    if stored.path is None:
+        await svc.check_object(stored)  # Gone (410), Changed (409), Unavailable (502): before any link
+        if svc.config.s3_downloads == "redirect" and "if-range" not in request.headers:
+            # S3 cannot judge an If-Range with our ETag (the sha256, not its own): those are streamed
+            return RedirectResponse(svc.presigned(stored), status_code=307,
+                                    headers={"Cache-Control": "no-store"})
+    return _send(request, stored, headers)
 
 
-def _stream_object(request: Request, stored: Stored, headers: dict[str, str]) -> Response:
-    """The object streamed through, as :class:`FileResponse` sends a file: Content-Length, one
-    byte range (206, or 416 with the size) unless If-Range names another ETag; the bytes come
-    from a ranged GET, If-Match its recorded ETag, read as fast as the client takes them."""
-    from pipeline.sinks import s3
-
+def _send(request: Request, stored: Stored, headers: dict[str, str]) -> Response:
+    """The archive with Content-Length and one byte range (206, or 416 with the size) unless
+    If-Range names another ETag, several ranges or a date (then all of it); a local file read from
+    the page cache where it can be (:mod:`pipeline.serve.files`), an S3 object from a ranged GET
+    whose If-Match is its recorded ETag, each read as fast as the client takes it."""
     size = stored.record.size or 0
     start, end, status = 0, size, 200
     wanted = request.headers.get("range")
@@ -238,8 +236,12 @@ def _stream_object(request: Request, stored: Stored, headers: dict[str, str]) ->
                          "Content-Disposition": f'attachment; filename="{stored.name}"'}
     if request.method == "HEAD" or start == end:
         return Response(status_code=status, headers=headers, media_type=media_type(stored.name))
-    etag = stored.record.etag
-    body = s3.read_range(stored.location, start, end, etag=etag, chunk=_Download.chunk_size)
+    if stored.path is not None:
+        body = files.read_file(stored.path, start, end)
+    else:
+        from pipeline.sinks import s3
+
+        body = s3.read_range(stored.location, start, end, etag=stored.record.etag, chunk=files.CHUNK)
     return StreamingResponse(body, status_code=status, headers=headers, media_type=media_type(stored.name))
 
 
@@ -263,13 +265,6 @@ def byte_range(header: str, size: int) -> tuple[int, int] | str | None:
     if start >= size:
         return "unsatisfiable"
     return start, min(int(last) + 1, size) if last else size
-
-
-class _Download(FileResponse):
-    """A file sent in 1 MiB reads (64 KiB by default): each read is a hop to a worker thread and
-    back, which costs more than the copy at loopback speeds."""
-
-    chunk_size = 1 << 20
 
 
 async def health(request: Request) -> Response:

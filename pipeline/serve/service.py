@@ -390,8 +390,16 @@ class Service:
         if not record.path or record.path == "-":
             raise Gone(f"export {owned.export_id}: it was not stored")
         stored = Stored(record, record.path)
-        if stored.path is not None and not stored.path.is_file():
-            raise Gone(f"export {owned.export_id}: its file is gone")
+        if stored.path is not None:
+            try:
+                size = stored.path.stat().st_size if stored.path.is_file() else None
+            except OSError:
+                size = None
+            if size is None:
+                raise Gone(f"export {owned.export_id}: its file is gone")
+            if size != record.size:
+                raise Changed(f"export {owned.export_id}: its file was replaced since the export "
+                              f"({size:,} bytes, {record.size or 0:,} recorded)")
         if stored.path is None and not stored.location.startswith("s3://"):
             raise Conflict(f"export {owned.export_id} is stored at {stored.location.partition('://')[0]}://, "
                            "which this server cannot send")
