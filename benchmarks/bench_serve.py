@@ -167,7 +167,7 @@ def round_pipeline(corpus: Path, registry: Path, token: str, export_id: str, arc
     streamed = work / "streamed"
     shutil.rmtree(streamed, ignore_errors=True)
     streamed.mkdir()
-    server = uvicorn_server(corpus, registry, work / "data", "--max-exports", str(on_the_fly))
+    server = uvicorn_server(corpus, registry, work / "data", "--max-exports", str(max(1, on_the_fly)))
     with server as (url, proc), Peak(proc.pid) as peak:
         start = time.perf_counter()
         loads = [curl(f"{url}/exports/{export_id}/download", token=token) for _ in range(downloads)]
