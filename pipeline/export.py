@@ -10,9 +10,11 @@ whole group.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -73,7 +75,7 @@ async def export_document(
     fingerprint: str | None = None,
     scratch: Path | None = None,
     export_id: str | None = None,
-    sink_for: Callable[[str], Sink] | None = None,
+    sink_for: Callable[[str], Sink | Awaitable[Sink]] | None = None,
 ) -> ExportResult:
     """Export one document to ``target`` (``-o``: a file, a folder, ``-``, a URL); record it in
     ``registry``. Raises :class:`PipelineError` on failure; nothing is published then.
@@ -83,7 +85,8 @@ async def export_document(
     files go (default: the system's temporary folder). A caller that must know the export's id
     before it starts (the HTTP service) gives ``export_id`` (from :func:`new_export_id`); one
     whose destination is not a URL (an HTTP response) gives ``sink_for``, called with the file name
-    once the options have been checked, instead of ``target``.
+    once the options have been checked, instead of ``target`` (a coroutine function when opening
+    the sink must wait for something, as an object store; never on the event loop's time).
     """
     spec = writers.get(options.format)
     _check_models(spec, options)
@@ -98,9 +101,10 @@ async def export_document(
         if options.lines.unzipped:
             raise UsageError("an unzipped dataset is a folder: it cannot be sent as a response")
         name = output_name(document.id, document.name, spec.tag, spec.suffix, when, export_id[-8:])
-        sink: Sink | FolderSink = sink_for(name)
+        made = sink_for(name)
+        sink: Sink | FolderSink = await made if inspect.isawaitable(made) else made
     else:
-        sink = _open(spec, options, target, document.id, document.name, when, export_id)
+        sink = await _opened(spec, options, target, document.id, document.name, when, export_id)
     result = ExportResult(export_id, document, sink.location)
     with _Recording(registry, result, document.id, document.name, spec.name, options.layer, asdict(options),
                     fingerprint):
@@ -109,6 +113,13 @@ async def export_document(
             result.summary = await _write_alone(spec, job, sink, _Models(source, models, [document], options))
             result.parts, result.report = job.parts, job.report
     return result
+
+
+async def _opened(*args: Any, **kwargs: Any) -> Sink | FolderSink:
+    """:func:`_open` in a worker thread: opening a bucket's object asks S3 twice (the bucket, a
+    free name), and a server's event loop, sending other clients their downloads, must not wait
+    for that (nor for a network file system's folder)."""
+    return await anyio.to_thread.run_sync(functools.partial(_open, *args, **kwargs))
 
 
 def _open(spec: FormatSpec, options: ExportOptions, target: str | Path | None, document_id: int,
@@ -229,7 +240,7 @@ async def export_bulk(
     models = await source_models(source)
     documents = [_with_provenance(doc, layer, models) for doc, layer in zip(documents, layers, strict=True)]
     export_id = new_export_id()
-    sink = _open(spec, options, target, 0, name, now or datetime.now(), export_id, zipped=True)
+    sink = await _opened(spec, options, target, 0, name, now or datetime.now(), export_id, zipped=True)
     result = ExportResult(export_id, None, sink.location)
     with _Recording(registry, result, None, name, spec.name, options.layer, asdict(options), fingerprint):
         async with _publishing(sink, result):

@@ -9,6 +9,7 @@ outlives the server, and each user may run only ``limit`` at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -289,8 +290,10 @@ class Service:
 
     async def _run(self, export_id: str, document: Document, options: ExportOptions,
                    progress: Progress) -> None:
-        def opened(name: str) -> sinks.Sink:
-            progress.sink = sinks.open_sink(self.config.store, name=name)
+        async def opened(name: str) -> sinks.Sink:
+            # in a thread: opening an object asks S3, and the loop is serving everyone else
+            progress.sink = await anyio.to_thread.run_sync(
+                functools.partial(sinks.open_sink, self.config.store, name=name))
             return progress.sink
 
         status, error = "failed", None
